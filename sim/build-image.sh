@@ -44,7 +44,7 @@ CONF
   # Honest about what it is: a simulated robot, not L4T (no /etc/nv_tegra_release).
   echo "jetpolicy simulated robot ($suite)" >"$rootfs/etc/jetpolicy-sim"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' - "$image" >/dev/null
+  tar -C "$rootfs" -c . | podman import --quiet --change 'CMD ["/sbin/init"]' - "$image" >/dev/null
   echo "sim image $image: built"
 }
 
