@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: jetpolicy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: jetpolicy_preflight
+short_description: Measure a robot's free disk, memory and temperature and judge them
+description:
+  - Reads free space at O(path) (or its nearest existing parent), C(/proc/meminfo) and
+    C(/sys/class/thermal/thermal_zone*/temp), and returns verdicts against the thresholds.
+  - Never fails by itself on a verdict; the caller fails the host with RV(problems) so the
+    message can name the host. Read-only, so it runs in check mode too.
+  - The judging lives in C(module_utils/jetpolicy_provision.py) (C(preflight_verdicts)).
+options:
+  path:
+    description: Directory whose filesystem must have O(min_free_mb) free (the policy root).
+    type: path
+    required: true
+  min_free_mb:
+    description: Minimum free MiB at O(path).
+    type: int
+    default: 512
+  max_memory_used_pct:
+    description: Maximum share of memory in use (100 - MemAvailable/MemTotal), in percent.
+    type: int
+    default: 90
+  max_temp_c:
+    description: Maximum temperature of any readable thermal zone, degrees C.
+    type: int
+    default: 85
+  thermal_glob:
+    description: Glob of thermal zone directories.
+    type: str
+    default: /sys/class/thermal/thermal_zone*
+attributes:
+  check_mode:
+    support: full
+author: jetpolicy contributors
+"""
+
+EXAMPLES = r"""
+- name: Judge the robot before staging
+  jetpolicy_preflight:
+    path: /opt/jetpolicy
+    min_free_mb: 512
+  register: preflight
+
+- name: Fail the host with the verdict
+  ansible.builtin.fail:
+    msg: "{{ inventory_hostname }}: {{ preflight.problems | join('; ') }}"
+  when: preflight.problems | length > 0
+"""
+
+RETURN = r"""
+measured_path:
+  description: Where free space was measured (O(path) or its nearest existing parent).
+  type: str
+  returned: always
+free_mb:
+  description: Free MiB available to unprivileged users at RV(measured_path).
+  type: int
+  returned: always
+memory_total_mb:
+  description: MemTotal in MiB.
+  type: int
+  returned: always
+memory_available_mb:
+  description: MemAvailable in MiB.
+  type: int
+  returned: always
+temperatures:
+  description: Readable thermal zones, C(type) name to degrees C.
+  type: dict
+  returned: always
+problems:
+  description: Threshold violations, one message each (path or zone, numbers, variable to change).
+  type: list
+  elements: str
+  returned: always
+notes:
+  description: Checks that passed, with their numbers.
+  type: list
+  elements: str
+  returned: always
+passed:
+  description: True when RV(problems) is empty.
+  type: bool
+  returned: always
+"""
+
+import glob
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.jetpolicy_provision import (
+    nearest_existing,
+    parse_meminfo,
+    parse_thermal_millic,
+    preflight_verdicts,
+)
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return None
+
+
+def read_temperatures(pattern):
+    temperatures = {}
+    for zone in sorted(glob.glob(pattern)):
+        value = parse_thermal_millic(_read(os.path.join(zone, "temp")))
+        if value is None:
+            continue
+        name = (_read(os.path.join(zone, "type")) or "").strip() or os.path.basename(zone)
+        key = name if name not in temperatures else "%s(%s)" % (name, os.path.basename(zone))
+        temperatures[key] = value
+    return temperatures
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            min_free_mb=dict(type="int", default=512),
+            max_memory_used_pct=dict(type="int", default=90),
+            max_temp_c=dict(type="int", default=85),
+            thermal_glob=dict(type="str", default="/sys/class/thermal/thermal_zone*"),
+        ),
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    measured = nearest_existing(path, os.path.exists)
+    try:
+        stat = os.statvfs(measured)
+        free_mb = stat.f_bavail * stat.f_frsize // (1024 * 1024)
+    except OSError as exc:
+        module.fail_json(msg="cannot stat filesystem of %s: %s" % (measured, exc))
+    total_mb, available_mb = parse_meminfo(_read("/proc/meminfo"))
+    temperatures = read_temperatures(module.params["thermal_glob"])
+    problems, notes = preflight_verdicts(
+        path=path,
+        measured_path=measured,
+        free_mb=free_mb,
+        min_free_mb=module.params["min_free_mb"],
+        memory_total_mb=total_mb,
+        memory_available_mb=available_mb,
+        max_memory_used_pct=module.params["max_memory_used_pct"],
+        temperatures=temperatures,
+        max_temp_c=module.params["max_temp_c"],
+    )
+    module.exit_json(
+        changed=False,
+        measured_path=measured,
+        free_mb=free_mb,
+        memory_total_mb=total_mb,
+        memory_available_mb=available_mb,
+        temperatures=temperatures,
+        problems=problems,
+        notes=notes,
+        passed=not problems,
+    )
+
+
+if __name__ == "__main__":
+    main()
