@@ -1,0 +1,437 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, jetpolicy contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: trtexec
+short_description: Build a TensorRT engine from an ONNX model on the robot with trtexec
+version_added: "0.1.0"
+description:
+  - Builds C(engine_dir/<cache_key>.engine) from O(onnx) with NVIDIA's C(trtexec).
+  - C(cache_key) is a sha256 over the ONNX sha256, the TensorRT version, the device model, the
+    precision and every engine-affecting flag (and the INT8 calibration cache content). An existing
+    engine with that key is reused (C(changed=false)); O(force) rebuilds it.
+  - The engine is written to a temporary file in O(engine_dir) and moved into place atomically only
+    after trtexec printed C(&&&& PASSED), exited 0 and the file exists.
+  - Flags follow the TensorRT major version (TensorRT 10 removed C(--workspace), C(--buildOnly) and
+    C(--explicitBatch)).
+  - The build metrics (parsed from the trtexec output, or from C(--exportTimes) JSON when O(export_times)
+    is on) are saved next to the engine as C(<cache_key>.json) and returned again when the engine is reused.
+options:
+  onnx:
+    description: Path of the ONNX model on the robot.
+    type: path
+    required: true
+  engine_dir:
+    description: Directory of the engines; created when missing.
+    type: path
+    required: true
+  precision:
+    description: Builder precision. C(best) lets TensorRT pick per layer.
+    type: str
+    choices: [fp32, fp16, int8, best]
+    default: fp16
+  calibration_cache:
+    description:
+      - INT8 calibration cache (C(--calib)). Without it trtexec uses placeholder INT8 scales,
+        fine for timing but not for accuracy.
+    type: path
+  dla_core:
+    description:
+      - Run on this DLA core (C(--useDLACore)). Needs O(precision) fp16, int8 or best.
+    type: int
+  allow_gpu_fallback:
+    description: Let layers the DLA cannot run fall back to the GPU (C(--allowGPUFallback)).
+    type: bool
+    default: false
+  workspace_mib:
+    description:
+      - Builder workspace limit in MiB. TensorRT < 8.4 C(--workspace=N), 8.4 to 9.x
+        C(--memPoolSize=workspace:N), 10.x C(--memPoolSize=workspace:NM).
+    type: int
+  shapes:
+    description:
+      - Optimization profile for dynamic inputs, by input name, each with C(min), C(opt) and C(max)
+        given as a list of dims or a C(1x48) string. Becomes C(--minShapes/--optShapes/--maxShapes).
+    type: dict
+  timing_cache:
+    description: Timing cache file (C(--timingCacheFile)); speeds up rebuilds.
+    type: path
+  extra_args:
+    description:
+      - More trtexec flags, part of the cache key. Must not contain C(--onnx), C(--saveEngine),
+        C(--loadEngine), C(--exportTimes) or C(--exportProfile).
+    type: list
+    elements: str
+    default: []
+  measure:
+    description:
+      - Run trtexec's timed inference after the build to get latency/throughput metrics.
+        When false the build-only flag is passed (C(--buildOnly) on 8.x, C(--skipInference) on 10.x)
+        and only the build time is reported. Not part of the cache key.
+    type: bool
+    default: true
+  export_times:
+    description:
+      - Also write per-inference timings with C(--exportTimes) and prefer them for the latency numbers.
+        Not part of the cache key.
+    type: bool
+    default: true
+  force:
+    description: Rebuild even when an engine with the same cache key exists.
+    type: bool
+    default: false
+  trtexec_path:
+    description: trtexec binary. Default C(/usr/src/tensorrt/bin/trtexec) (JetPack), then C(PATH).
+    type: path
+  device_model:
+    description: Device model for the cache key. Default from C(/proc/device-tree/model).
+    type: str
+  tensorrt_version:
+    description:
+      - TensorRT version (C(10.3.0)) for flag selection and the cache key. Default from C(dpkg-query)
+        (C(libnvinfer-bin), C(libnvinfer10), C(libnvinfer8), C(tensorrt)), then C(NvInferVersion.h).
+        The trtexec banner of the build is checked against it.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    details: Reports whether it would build (and the command) without running trtexec.
+  diff_mode:
+    support: none
+notes:
+  - Build on the robot that runs the engine; engines are specific to the TensorRT version and GPU.
+  - DLA is worth using mainly in INT8.
+author:
+  - jetpolicy contributors
+"""
+
+EXAMPLES = r"""
+- name: Build an FP16 engine for the current release
+  trtexec:
+    onnx: /opt/jetpolicy/releases/3f2a9c1d0b7e4a55/policy.onnx
+    engine_dir: /opt/jetpolicy/engines
+    precision: fp16
+    workspace_mib: 1024
+  register: engine
+
+- name: INT8 on DLA core 0 with GPU fallback and a timing cache
+  trtexec:
+    onnx: /opt/jetpolicy/releases/3f2a9c1d0b7e4a55/policy.onnx
+    engine_dir: /opt/jetpolicy/engines
+    precision: int8
+    calibration_cache: /opt/jetpolicy/releases/3f2a9c1d0b7e4a55/calib.cache
+    dla_core: 0
+    allow_gpu_fallback: true
+    timing_cache: /opt/jetpolicy/engines/timing.cache
+
+- name: Dynamic batch input, build only
+  trtexec:
+    onnx: /opt/jetpolicy/releases/3f2a9c1d0b7e4a55/policy.onnx
+    engine_dir: /opt/jetpolicy/engines
+    shapes:
+      obs: {min: [1, 48], opt: [1, 48], max: [8, 48]}
+    measure: false
+"""
+
+RETURN = r"""
+engine_path:
+  description: Path of the engine (existing, built, or that would be built in check mode).
+  returned: always
+  type: str
+  sample: /opt/jetpolicy/engines/6c1f0d...e2.engine
+cache_key:
+  description: sha256 hex over ONNX sha256, TensorRT version, device model, precision and flags.
+  returned: always
+  type: str
+rebuilt:
+  description: Whether trtexec ran (or would run in check mode).
+  returned: always
+  type: bool
+metrics:
+  description:
+    - Numbers found in the trtexec output; absent keys were not printed. C(source) is C(exportTimes)
+      or C(log). Latency-like values are dicts with min, max, mean, median, p90, p95, p99 (ms).
+  returned: always
+  type: dict
+  sample:
+    build_time_s: 41.2
+    throughput_qps: 742.821
+    latency_ms: {min: 1.23303, max: 4.12598, mean: 1.73074, median: 1.38422, p90: 2.68469, p95: 2.87158, p99: 3.07971}
+    gpu_compute_ms: {min: 0.872314, mean: 1.3108}
+    h2d_ms: {mean: 0.408377}
+    d2h_ms: {mean: 0.0115569}
+    enqueue_ms: {mean: 0.691059}
+    source: log
+tensorrt_version:
+  description: TensorRT version used for the flags and the key.
+  returned: always
+  type: str
+  sample: "10.3.0"
+device_model:
+  description: Device model used for the key.
+  returned: always
+  type: str
+cmd:
+  description: The trtexec argv (run, or that would run).
+  returned: always
+  type: list
+  elements: str
+log_tail:
+  description: Last lines of the trtexec output.
+  returned: when trtexec ran
+  type: list
+  elements: str
+rc:
+  description: trtexec exit status.
+  returned: when trtexec ran
+  type: int
+causes:
+  description: Failure causes extracted from the log.
+  returned: failure
+  type: list
+  elements: str
+"""
+
+import json
+import os
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.jetpolicy_trtexec import (
+    build_flags,
+    build_succeeded,
+    cache_key,
+    extract_failure_causes,
+    full_command,
+    log_tail,
+    merge_export_times,
+    metrics_from_parsed,
+    normalize_tensorrt_version,
+    parse_export_times,
+    parse_trtexec_log,
+    tensorrt_version_from_header,
+)
+
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+TENSORRT_PACKAGES = ("libnvinfer-bin", "libnvinfer10", "libnvinfer8", "tensorrt")
+VERSION_HEADERS = (
+    "/usr/include/aarch64-linux-gnu/NvInferVersion.h",
+    "/usr/include/x86_64-linux-gnu/NvInferVersion.h",
+    "/usr/include/NvInferVersion.h",
+)
+
+
+def find_trtexec(module):
+    if module.params["trtexec_path"]:
+        path = module.params["trtexec_path"]
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            module.fail_json(msg="trtexec_path %s is not an executable file" % path)
+        return path
+    if os.path.isfile(JETPACK_TRTEXEC) and os.access(JETPACK_TRTEXEC, os.X_OK):
+        return JETPACK_TRTEXEC
+    path = module.get_bin_path("trtexec")
+    if not path:
+        module.fail_json(msg="trtexec not found at %s nor on PATH: install TensorRT (JetPack's "
+                             "libnvinfer-bin) or set trtexec_path" % JETPACK_TRTEXEC)
+    return path
+
+
+def detect_tensorrt_version(module):
+    """dpkg first (the installed package is what trtexec links against), then the C header.
+    Running trtexec only to read its banner would cost a CUDA init; the banner of the build
+    itself is checked afterwards instead."""
+    dpkg_query = module.get_bin_path("dpkg-query")
+    if dpkg_query:
+        for package in TENSORRT_PACKAGES:
+            rc, out, _err = module.run_command([dpkg_query, "-W", "-f=${Version}", package],
+                                               environ_update={"LC_ALL": "C"})
+            version = normalize_tensorrt_version(out) if rc == 0 else None
+            if version:
+                return version, "dpkg:%s" % package
+    for header in VERSION_HEADERS:
+        if os.path.isfile(header):
+            with open(header) as handle:
+                version = tensorrt_version_from_header(handle.read())
+            if version:
+                return version, header
+    return None, None
+
+
+def read_device_model():
+    try:
+        with open("/proc/device-tree/model", "rb") as handle:
+            model = handle.read().decode("utf-8", "replace").replace("\x00", "").strip()
+            return model or None
+    except (IOError, OSError):
+        return None
+
+
+def read_sidecar(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (IOError, OSError, ValueError):
+        return {}
+
+
+def write_json_atomic(module, path, data):
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+    module.atomic_move(tmp, path)
+
+
+def remove_quietly(*paths):
+    for path in paths:
+        if path and os.path.exists(path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            onnx=dict(type="path", required=True),
+            engine_dir=dict(type="path", required=True),
+            precision=dict(type="str", default="fp16", choices=["fp32", "fp16", "int8", "best"]),
+            calibration_cache=dict(type="path"),
+            dla_core=dict(type="int"),
+            allow_gpu_fallback=dict(type="bool", default=False),
+            workspace_mib=dict(type="int"),
+            shapes=dict(type="dict"),
+            timing_cache=dict(type="path"),
+            extra_args=dict(type="list", elements="str", default=[]),
+            measure=dict(type="bool", default=True),
+            export_times=dict(type="bool", default=True),
+            force=dict(type="bool", default=False),
+            trtexec_path=dict(type="path"),
+            device_model=dict(type="str"),
+            tensorrt_version=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    onnx = params["onnx"]
+    engine_dir = params["engine_dir"]
+    if not os.path.isfile(onnx):
+        module.fail_json(msg="ONNX model %s not found" % onnx)
+    calibration = params["calibration_cache"]
+    if calibration and not os.path.isfile(calibration):
+        module.fail_json(msg="calibration_cache %s not found" % calibration)
+
+    trtexec = find_trtexec(module)
+    if params["tensorrt_version"]:
+        tensorrt_version = normalize_tensorrt_version(params["tensorrt_version"])
+        if not tensorrt_version:
+            module.fail_json(msg="tensorrt_version %r is not MAJOR.MINOR[.PATCH]" % params["tensorrt_version"])
+    else:
+        tensorrt_version, _source = detect_tensorrt_version(module)
+        if not tensorrt_version:
+            module.fail_json(msg="cannot detect the TensorRT version (no libnvinfer package, no NvInferVersion.h) "
+                                 "for %s: set tensorrt_version" % trtexec)
+    device_model = params["device_model"] or read_device_model()
+    if not device_model:
+        device_model = "unknown"
+        module.warn("device model unknown (/proc/device-tree/model unreadable): engines are keyed as 'unknown'")
+
+    try:
+        flags = build_flags(
+            tensorrt_version,
+            precision=params["precision"],
+            workspace_mib=params["workspace_mib"],
+            dla_core=params["dla_core"],
+            allow_gpu_fallback=params["allow_gpu_fallback"],
+            calibration_cache=calibration,
+            shapes=params["shapes"],
+            timing_cache=params["timing_cache"],
+            extra_args=params["extra_args"],
+        )
+    except ValueError as exc:
+        module.fail_json(msg="invalid trtexec options for %s: %s" % (onnx, exc))
+
+    key = cache_key(
+        module.sha256(onnx), tensorrt_version, device_model, params["precision"], flags,
+        module.sha256(calibration) if calibration else None,
+    )
+    engine_path = os.path.join(engine_dir, "%s.engine" % key)
+    sidecar_path = os.path.join(engine_dir, "%s.json" % key)
+    result = dict(changed=False, rebuilt=False, engine_path=engine_path, cache_key=key,
+                  tensorrt_version=tensorrt_version, device_model=device_model, metrics={})
+
+    if os.path.isfile(engine_path) and not params["force"]:
+        sidecar = read_sidecar(sidecar_path)
+        result.update(metrics=sidecar.get("metrics", {}), cmd=sidecar.get("cmd", []))
+        module.exit_json(**result)
+
+    tmp_engine = os.path.join(engine_dir, ".%s.engine.tmp-%d" % (key, os.getpid()))
+    times_path = os.path.join(engine_dir, ".%s.times.tmp-%d.json" % (key, os.getpid())) \
+        if params["export_times"] and params["measure"] else None
+    cmd = full_command(trtexec, onnx, tmp_engine, flags, tensorrt_version,
+                       measure=params["measure"], export_times=times_path)
+    result.update(changed=True, rebuilt=True, cmd=cmd)
+    if module.check_mode:
+        module.exit_json(msg="would build %s with trtexec" % engine_path, **result)
+
+    if not os.path.isdir(engine_dir):
+        try:
+            os.makedirs(engine_dir, 0o755)
+        except OSError as exc:
+            module.fail_json(msg="cannot create engine_dir %s: %s" % (engine_dir, exc))
+
+    started = time.time()
+    # C locale: the output is parsed, so keep trtexec's messages untranslated.
+    rc, out, err = module.run_command(cmd, environ_update={"LC_ALL": "C"})
+    elapsed = time.time() - started
+    text = out + ("\n" + err if err else "")
+    parsed = parse_trtexec_log(text)
+    ok, reason = build_succeeded(rc, parsed, os.path.isfile(tmp_engine) and os.path.getsize(tmp_engine) > 0)
+    tail = log_tail(text)
+    if not ok:
+        causes = extract_failure_causes(text)
+        remove_quietly(tmp_engine, times_path)
+        module.fail_json(
+            msg="trtexec failed to build engine %s from %s: %s" % (
+                engine_path, onnx, "; ".join(causes) if causes else reason),
+            reason=reason, causes=causes, rc=rc, stdout=out[-4000:], stderr=err[-4000:],
+            log_tail=tail, cmd=cmd, cache_key=key, engine_path=engine_path,
+            tensorrt_version=tensorrt_version, changed=False,
+        )
+
+    export = {}
+    if times_path and os.path.isfile(times_path):
+        try:
+            with open(times_path) as handle:
+                export = parse_export_times(json.load(handle))
+        except (IOError, OSError, ValueError) as exc:
+            module.warn("could not read --exportTimes JSON %s: %s; using the log numbers" % (times_path, exc))
+    metrics = merge_export_times(metrics_from_parsed(parsed), export)
+    metrics.setdefault("wall_time_s", round(elapsed, 3))
+    banner_version = parsed.get("tensorrt_version")
+    if banner_version and banner_version != tensorrt_version:
+        module.warn("trtexec banner reports TensorRT %s but the cache key uses %s: set tensorrt_version"
+                    % (banner_version, tensorrt_version))
+
+    module.atomic_move(tmp_engine, engine_path)
+    remove_quietly(times_path)
+    write_json_atomic(module, sidecar_path, {
+        "cache_key": key, "onnx": onnx, "tensorrt_version": tensorrt_version, "device_model": device_model,
+        "precision": params["precision"], "flags": flags, "cmd": cmd, "metrics": metrics,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    result.update(metrics=metrics, rc=rc, log_tail=tail)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
