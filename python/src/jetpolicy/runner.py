@@ -214,6 +214,7 @@ class Runner:
             self.notifier.close()
             if self.socket_io is not None:
                 self.socket_io.close()
+            policy.close()
         if self.state == "failed":
             print(f"jetpolicy run: {self.error}", file=sys.stderr)
             return 1
@@ -328,14 +329,14 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="run the policy service (the real-time control loop)")
     parser.add_argument("--config", type=Path, default=Path("/etc/jetpolicy/runner.json"), help="runner.json")
     parser.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds (tests)")
-    parser.set_defaults(func=run_command)
+    parser.set_defaults(handler=run_command)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="jetpolicy")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    result: int = args.handler(args)
     return result
 
 

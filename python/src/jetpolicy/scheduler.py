@@ -6,17 +6,19 @@ Here release times are `t0 + k * period` in integer nanoseconds (no float accumu
 loop sleeps until `release - spin` and busy-waits the rest, so the OS wake-up latency is absorbed
 by the spin instead of shifting the grid.
 
-Overrun policy "skip": when the loop reaches `wait()` after the next release already passed (the
-previous tick, or the housekeeping after it, overran), it never runs the late ticks back to back
-(a burst of catch-up actions is worse for a robot than a missed one). It jumps to the next release
-still in the future, counts the skipped periods and counts one overrun.
+Overrun policy "skip": a release whose start passed but whose deadline (the next release) has not
+runs at once, late (its period error shows it). Releases whose deadline already passed, because
+the previous tick or its housekeeping overran or the process was preempted, are skipped: the loop
+never runs late ticks back to back (a burst of catch-up actions is worse for a robot than a missed
+one). It continues with the release owning the next future deadline, counting one overrun and
+the skipped periods.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Tuple
 
 from .errors import ConfigError
 
@@ -109,19 +111,16 @@ class DeadlineScheduler:
             self.start()
         release = self._next_release_ns
         now = self._now_ns()
-        skipped = 0
-        if now > release:
-            # Late: the previous tick or its housekeeping overran. Jump to the next future release.
-            skipped = (now - release) // self.period_ns + 1
-            release += skipped * self.period_ns
-            self.overruns += 1
-            self.skipped_periods += skipped
+        skipped, release = self._skip_passed(release, now)
         sleep_ns = release - self.spin_ns - now
         if sleep_ns > _MIN_SLEEP_NS:
             self._sleep_s(sleep_ns / 1e9)
         now = self._now_ns()
         while now < release:
             now = self._now_ns()
+        # Woken so late that this release's deadline passed too (preempted): skip it as well.
+        more, release = self._skip_passed(release, now)
+        skipped += more
         timing = self.timing
         timing.index = self.ticks
         timing.release_ns = release
@@ -132,6 +131,15 @@ class DeadlineScheduler:
         self.ticks += 1
         self._next_release_ns = release + self.period_ns
         return timing
+
+    def _skip_passed(self, release: int, now: int) -> Tuple[int, int]:
+        """Drop every release whose deadline already passed; the one left may still start late."""
+        if now < release + self.period_ns:
+            return 0, release
+        skipped = (now - release) // self.period_ns
+        self.overruns += 1
+        self.skipped_periods += skipped
+        return skipped, release + skipped * self.period_ns
 
     def end_tick(self) -> TickTiming:
         """Mark the end of the tick's work and count a miss when it ended after its deadline."""
