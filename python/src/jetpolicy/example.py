@@ -60,7 +60,9 @@ def _extra(obs: int, act: int, seed: int) -> Dict[str, Any]:
                 "std": [round(float(v), 6) for v in rng.uniform(0.5, 2.0, obs)],
             }
         },
-        "action": {"actions": {"scale": [0.5] * act, "offset": [0.0] * act, "low": [-1.0] * act, "high": [1.0] * act}},
+        "action": {
+            "actions": {"scale": [0.5] * act, "offset": [0.0] * act, "low": [-1.0] * act, "high": [1.0] * act}
+        },
         "safe_action": {"actions": [0.0] * act},
     }
 

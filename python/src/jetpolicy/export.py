@@ -54,7 +54,8 @@ class ExportParityError(JetpolicyError):
     def __init__(self, max_abs_error: float, atol: float, steps: int) -> None:
         self.max_abs_error = max_abs_error
         super().__init__(
-            f"exported ONNX differs from the source model by {max_abs_error:.3g} (atol {atol:g}) over {steps} steps",
+            f"exported ONNX differs from the source model by {max_abs_error:.3g} "
+            f"(atol {atol:g}) over {steps} steps",
             "check for unsupported ops or state the wrapper missed (--state), or raise --atol if intended",
         )
 
@@ -139,11 +140,21 @@ def write_release(
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "control_rate_hz": control_rate_hz,
         "inputs": [
-            {"name": s.name, "shape": s.shape, "dtype": s.dtype, "role": "state" if s.name in state_in else "observation"}
+            {
+                "name": s.name,
+                "shape": s.shape,
+                "dtype": s.dtype,
+                "role": "state" if s.name in state_in else "observation",
+            }
             for s in inputs
         ],
         "outputs": [
-            {"name": s.name, "shape": s.shape, "dtype": s.dtype, "role": "state" if s.name in state_out else "action"}
+            {
+                "name": s.name,
+                "shape": s.shape,
+                "dtype": s.dtype,
+                "role": "state" if s.name in state_out else "action",
+            }
             for s in outputs
         ],
         "state": [{"input": i, "output": o} for i, o in state],
@@ -224,12 +235,15 @@ def state_as_io(module: Any, observation_count: int, output_count: int, buffers:
         sys.modules[mod_name] = generated
         try:
             spec.loader.exec_module(generated)
-            scripted_inner = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+            scripted_inner = (
+                module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+            )
             return torch.jit.script(generated.StateAsIO(scripted_inner))
         except Exception as exc:
             raise ExportError(
                 f"cannot script the recurrent wrapper for buffers {list(buffers)}: {exc}",
-                "make the model scriptable (torch.jit.script) and update its state buffers with copy_ or [:] =",
+                "make the model scriptable (torch.jit.script) and update state buffers in place "
+                "(copy_ or [:] =)",
             ) from exc
         finally:
             del sys.modules[mod_name]
@@ -305,7 +319,9 @@ def export_policy(
     buffers = dict(module.named_buffers())
     missing = [b for b in state_buffers if b not in buffers]
     if missing:
-        raise ExportError(f"state buffers {missing} are not buffers of the model", f"use some of {sorted(buffers)}")
+        raise ExportError(
+            f"state buffers {missing} are not buffers of the model", f"use some of {sorted(buffers)}"
+        )
     state = [StateBuffer(b, f"{b.replace('.', '_')}_in", f"{b.replace('.', '_')}_out") for b in state_buffers]
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
@@ -322,7 +338,9 @@ def export_policy(
         except JetpolicyError:
             raise
         except Exception as exc:
-            raise ExportError(f"torch.onnx.export failed: {exc}", "check the input shapes and the model's ops") from exc
+            raise ExportError(
+                f"torch.onnx.export failed: {exc}", "check the input shapes and the model's ops"
+            ) from exc
         error = check_export_parity(module, onnx_path, inputs, output_names, state, steps=steps)
         if not error <= atol:  # also refuses NaN
             raise ExportParityError(error, atol, steps)
@@ -345,13 +363,16 @@ def load_source(checkpoint: Path, torchscript: bool, module_factory: Optional[st
         raise ExportError(f"checkpoint {checkpoint} does not exist", "pass the path to the saved model")
     if torchscript:
         try:
-            return torch.jit.load(str(checkpoint), map_location="cpu")
+            return torch.jit.load(str(checkpoint), map_location="cpu")  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise ExportError(
-                f"{checkpoint} is not a TorchScript file: {exc}", "save it with torch.jit.save, or use --module-factory"
+                f"{checkpoint} is not a TorchScript file: {exc}",
+                "save it with torch.jit.save, or use --module-factory",
             ) from exc
     if not module_factory or ":" not in module_factory:
-        raise ExportError("--module-factory must be package.module:function", "e.g. mypolicies.nets:make_actor")
+        raise ExportError(
+            "--module-factory must be package.module:function", "e.g. mypolicies.nets:make_actor"
+        )
     mod_name, _, fn_name = module_factory.partition(":")
     try:
         factory = getattr(importlib.import_module(mod_name), fn_name)
@@ -381,9 +402,15 @@ def register(subparsers: Any) -> None:
     source.add_argument("--module-factory", metavar="MOD:FN", help="function that builds the nn.Module")
     parser.add_argument("--out", type=Path, required=True, help="release directory to write")
     parser.add_argument(
-        "--input", action="append", required=True, metavar="NAME:DIMS", help="observation input, e.g. obs:1x48"
+        "--input",
+        action="append",
+        required=True,
+        metavar="NAME:DIMS",
+        help="observation input, e.g. obs:1x48",
     )
-    parser.add_argument("--output", action="append", metavar="NAME", help="action output name (default: actions)")
+    parser.add_argument(
+        "--output", action="append", metavar="NAME", help="action output name (default: actions)"
+    )
     parser.add_argument(
         "--state", action="append", metavar="BUFFER", help="recurrent state buffer (default: detected)"
     )

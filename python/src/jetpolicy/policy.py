@@ -12,7 +12,7 @@ from .backends.select import select_backend
 from .errors import PolicyValidationError
 from .manifest import PolicyManifest, TensorSpec, load_manifest, sha256_file
 
-__all__ = ["MODEL_FILE", "MANIFEST_FILE", "Policy", "backend_mismatches", "load_policy"]
+__all__ = ["MANIFEST_FILE", "MODEL_FILE", "Policy", "backend_mismatches", "load_policy"]
 
 MODEL_FILE = "policy.onnx"
 MANIFEST_FILE = "policy.json"
@@ -62,21 +62,26 @@ class Policy:
         problems = backend_mismatches(manifest, backend)
         if problems:
             raise PolicyValidationError(
-                problems, "re-export the model and manifest together (`jetpolicy export`), or rebuild the engine"
+                problems,
+                "re-export the model and manifest together (`jetpolicy export`), or rebuild the engine",
             )
         self._manifest = manifest
         self._backend = backend
         self._reason = backend_reason or backend.name
         self._obs_specs = manifest.observation_inputs
         self._act_specs = manifest.action_outputs
-        self._feeds: Dict[str, np.ndarray] = {s.name: np.zeros(s.shape, dtype=s.dtype) for s in manifest.inputs}
+        self._feeds: Dict[str, np.ndarray] = {
+            s.name: np.zeros(s.shape, dtype=s.dtype) for s in manifest.inputs
+        }
         self._norm: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
         for spec in self._obs_specs:
             norm = manifest.normalization.get(spec.name)
             if norm is not None:
                 self._norm[spec.name] = (_vector(norm.mean, spec, 0.0), _vector(norm.std, spec, 1.0))
         self._state = [(p.input, p.output) for p in manifest.state]
-        self._actions: Dict[str, np.ndarray] = {s.name: np.zeros(s.shape, dtype=s.dtype) for s in self._act_specs}
+        self._actions: Dict[str, np.ndarray] = {
+            s.name: np.zeros(s.shape, dtype=s.dtype) for s in self._act_specs
+        }
         self._transform: Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         for spec in self._act_specs:
             tr = manifest.action.get(spec.name)
@@ -131,7 +136,8 @@ class Policy:
                 obs = observations[spec.name]
             except KeyError:
                 raise PolicyValidationError(
-                    [f"observation '{spec.name}' missing from step()"], "send every observation input each tick"
+                    [f"observation '{spec.name}' missing from step()"],
+                    "send every observation input each tick",
                 ) from None
             buf = self._feeds[spec.name]
             norm = self._norm.get(spec.name)

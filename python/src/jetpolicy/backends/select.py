@@ -59,7 +59,9 @@ def select_backend(
             )
         error = tensorrt_import_error()
         if error is not None:
-            raise BackendError(f"tensorrt backend requested but tensorrt is not importable ({error})", TENSORRT_FIX)
+            raise BackendError(
+                f"tensorrt backend requested but tensorrt is not importable ({error})", TENSORRT_FIX
+            )
         return _tensorrt(engine), f"tensorrt: requested, engine {engine}"
     if engine is None:
         return _onnxruntime(model_path), "onnxruntime: no engine given"
