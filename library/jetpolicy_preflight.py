@@ -37,6 +37,13 @@ options:
     description: Glob of thermal zone directories.
     type: str
     default: /sys/class/thermal/thermal_zone*
+  time_sync:
+    description:
+      - What an unsynchronized clock (C(timedatectl show -p NTPSynchronized)) does.
+      - C(fail) adds a problem, C(warn) prints an Ansible warning, C(ignore) only notes it.
+    type: str
+    choices: [fail, warn, ignore]
+    default: warn
 attributes:
   check_mode:
     support: full
@@ -87,6 +94,10 @@ notes:
   type: list
   elements: str
   returned: always
+ntp_synchronized:
+  description: C(timedatectl show -p NTPSynchronized --value) (C(yes), C(no), empty when unavailable).
+  type: str
+  returned: always
 passed:
   description: True when RV(problems) is empty.
   type: bool
@@ -102,6 +113,7 @@ from ansible.module_utils.jetpolicy_provision import (
     parse_meminfo,
     parse_thermal_millic,
     preflight_verdicts,
+    time_sync_verdict,
 )
 
 
@@ -133,6 +145,7 @@ def main():
             max_memory_used_pct=dict(type="int", default=90),
             max_temp_c=dict(type="int", default=85),
             thermal_glob=dict(type="str", default="/sys/class/thermal/thermal_zone*"),
+            time_sync=dict(type="str", choices=["fail", "warn", "ignore"], default="warn"),
         ),
         supports_check_mode=True,
     )
@@ -156,8 +169,23 @@ def main():
         temperatures=temperatures,
         max_temp_c=module.params["max_temp_c"],
     )
+    ntp = ""
+    timedatectl = module.get_bin_path("timedatectl")
+    if timedatectl:
+        rc, out, _ = module.run_command(
+            [timedatectl, "show", "-p", "NTPSynchronized", "--value"], environ_update=dict(LC_ALL="C")
+        )
+        ntp = out.strip() if rc == 0 else ""
+    time_failed, time_message = time_sync_verdict(ntp, module.params["time_sync"])
+    if time_failed:
+        problems.append(time_message)
+    else:
+        notes.append(time_message)
+        if time_message.startswith("WARNING: "):
+            module.warn(time_message[len("WARNING: "):])
     module.exit_json(
         changed=False,
+        ntp_synchronized=ntp,
         measured_path=measured,
         free_mb=free_mb,
         memory_total_mb=total_mb,
