@@ -46,8 +46,14 @@ def test_dynamic_dims_rejected(tmp_path: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (torch.zeros(1, 4),), str(path), input_names=["x"], output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17, dynamo=False,
+            module,
+            (torch.zeros(1, 4),),
+            str(path),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
         )
     with pytest.raises(BackendError, match="'x' has dynamic dimensions") as info:
         OnnxRuntimeBackend(path)

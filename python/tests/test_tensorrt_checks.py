@@ -37,7 +37,10 @@ def test_every_problem_reported(example_release: Path) -> None:
         ("out", "output", (1, 12), "DataType.BF16"),
     ]
     problems = check_engine_bindings(io, manifest)
-    assert "input 'obs' has dynamic dims [-1, 48]; rebuild the engine from an ONNX with static shapes" in problems
+    assert (
+        "input 'obs' has dynamic dims [-1, 48]; rebuild the engine from an ONNX with static shapes"
+        in problems
+    )
     assert "input 'obs' shape: engine [-1, 48] vs manifest [1, 48]" in problems
     assert "input 'extra' is in the engine but not in the manifest" in problems
     assert "output 'actions' is in the manifest but not in the engine" in problems
