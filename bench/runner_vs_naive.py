@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
-from jetpolicy.config import DEFAULT_SPIN_US
+from jetpolicy.config import default_spin_us
 from jetpolicy.example import build_example
 from jetpolicy.policy import Policy, load_policy
 from jetpolicy.realtime import set_fifo_priority
@@ -145,7 +145,7 @@ def main(argv: List[str]) -> int:
     )
     parser.add_argument("--rates", type=float, nargs="+", default=[50.0, 500.0, 1000.0])
     parser.add_argument("--duration-s", type=float, default=4.0, help="measured seconds per loop and rate")
-    parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US)
+    parser.add_argument("--spin-us", type=int, default=None, help="default: the runner's auto spin")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument(
         "--fifo-priority", type=int, default=None, help="run BOTH loops under SCHED_FIFO at this priority"
@@ -161,7 +161,7 @@ def main(argv: List[str]) -> int:
         policy = load_policy(release, backend="onnxruntime")
         try:
             for rate in args.rates:
-                spin = min(args.spin_us, int(0.5e6 / rate))
+                spin = args.spin_us if args.spin_us is not None else default_spin_us(rate)
                 warm_up(policy, 200)
                 runner = run_runner_loop(policy, rate, args.duration_s, spin).score(round(1e9 / rate))
                 policy.reset_state()
@@ -172,7 +172,8 @@ def main(argv: List[str]) -> int:
             policy.close()
     sched = f"SCHED_FIFO {args.fifo_priority}" if args.fifo_priority is not None else "SCHED_OTHER"
     print(
-        f"{sched}, spin_us={args.spin_us}, duration {args.duration_s:g} s per loop, python {sys.version.split()[0]}"
+        f"{sched}, spin_us={args.spin_us if args.spin_us is not None else 'auto'}, "
+        f"duration {args.duration_s:g} s per loop, python {sys.version.split()[0]}"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, TextIO
 
-from .config import DEFAULT_SPIN_US
+from .config import default_spin_us
 from .errors import ConfigError, JetpolicyError
 from .runner import ControlLoop, NullSink, loop_metrics
 from .scheduler import DeadlineScheduler
@@ -64,7 +64,7 @@ def run_bench(
     backend: str = "auto",
     engine: Optional[Path] = None,
     warmup_s: float = 1.0,
-    spin_us: int = DEFAULT_SPIN_US,
+    spin_us: Optional[int] = None,
     progress: Optional[TextIO] = None,
 ) -> Dict[str, Any]:
     """Measure the policy in the control loop; returns the `jetpolicy bench` JSON document."""
@@ -75,6 +75,7 @@ def run_bench(
     policy = load_policy(release_dir, backend=backend, engine=engine)
     try:
         rate = float(rate_hz or policy.manifest.control_rate_hz)
+        spin_us = spin_us if spin_us is not None else default_spin_us(rate)
         period_s = 1.0 / rate
         if warmup_s > 0:
             warm = ControlLoop(
@@ -155,6 +156,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured loop time first")
     parser.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
     parser.add_argument("--engine", type=Path, default=None, help="TensorRT engine file")
-    parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US, help="busy-wait before each release")
+    parser.add_argument("--spin-us", type=int, default=None, help="busy-wait before each release (auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(handler=bench_command)

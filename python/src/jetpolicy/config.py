@@ -17,9 +17,18 @@ from .transport import DEFAULT_ACTION_ADDRESS, DEFAULT_OBSERVATION_ADDRESS
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 TRANSPORT_KINDS = ("udp", "unix", "synthetic", "replay")
-# Measured on the 2-core CI machine (bench/README.md): the OS wakes a sleeping thread 50-150 us
-# late under load, so a 250 us spin lands the start on the release without burning a core.
+# Measured on the 2-core CI machine (bench/README.md): a sleeping thread wakes 50-150 us late at
+# 500-1000 Hz, and up to a few hundred us after the long idle of a 50 Hz period. So the spin is
+# 3 % of the period, at least 250 us and at most 1 ms: the start lands on the release while the
+# busy-wait costs at most a quarter of a core at 1 kHz and 3 % at low rates.
 DEFAULT_SPIN_US = 250
+MAX_AUTO_SPIN_US = 1000
+
+
+def default_spin_us(rate_hz: float) -> int:
+    """The spin used when the config leaves `spin_us` unset (never more than half the period)."""
+    period_us = 1e6 / rate_hz
+    return int(min(max(DEFAULT_SPIN_US, 0.03 * period_us), MAX_AUTO_SPIN_US, period_us / 2))
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ class RunnerConfig:
     engine: Optional[Path] = None
     backend: str = "auto"
     rate_hz: Optional[float] = None  # None: the manifest's control_rate_hz
-    spin_us: int = DEFAULT_SPIN_US
+    spin_us: Optional[int] = None  # None: default_spin_us(rate)
     overrun_policy: str = "skip"
     status_file: Path = Path("/run/jetpolicy/status.json")
     metrics_file: Optional[Path] = Path("/var/lib/jetpolicy/jetpolicy.prom")
@@ -211,7 +220,7 @@ def config_from_dict(raw: Any, source: str = "runner config", base: Optional[Pat
         values["watchdog"] = _bool(raw, "watchdog", source)
     config = RunnerConfig(**values)
     rate = config.rate_hz
-    if rate is not None and config.spin_us * 1e-6 >= 1.0 / rate:
+    if rate is not None and config.spin_us is not None and config.spin_us * 1e-6 >= 1.0 / rate:
         raise ConfigError(
             f"{source}: spin_us {config.spin_us} is not shorter than the period at {rate:g} Hz",
             "lower spin_us below the control period",

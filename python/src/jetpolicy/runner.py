@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - Python 3.7 is not supported
     from typing_extensions import Protocol  # type: ignore[assignment]
 
-from .config import RunnerConfig, TransportConfig, load_config
+from .config import RunnerConfig, TransportConfig, default_spin_us, load_config
 from .errors import JetpolicyError
 from .manifest import TensorSpec
 from .realtime import RealtimeResult, apply_realtime
@@ -191,7 +191,8 @@ class Runner:
         self.rate_hz = rate
         source, sink, self.socket_io = build_io(config.transport, policy, rate)
         self.receiver = source
-        scheduler = DeadlineScheduler(1.0 / rate, config.spin_us * 1e-6, overrun_policy=config.overrun_policy)
+        spin_us = config.spin_us if config.spin_us is not None else default_spin_us(rate)
+        scheduler = DeadlineScheduler(1.0 / rate, spin_us * 1e-6, overrun_policy=config.overrun_policy)
         self.loop = ControlLoop(policy, scheduler, source, sink, config.stale_after_ticks)
         warm_up(policy, config.warmup_ticks)
         # Real-time settings after warm-up: the GC freeze then covers the loaded model.
