@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) 2026, jetpolicy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Logic of the ``policy_bench`` module: the bench command and its JSON (docs/architecture.md).
@@ -10,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 __all__ = ["BENCH_KEYS", "bench_command", "fact_content", "parse_bench_output", "release_id"]
 
@@ -22,23 +21,23 @@ BENCH_KEYS = ("backend", "rate_hz", "ticks", "inference_us", "period_error_us", 
 def bench_command(
     jetpolicy: str,
     release_dir: str,
-    rate_hz: Optional[float] = None,
-    duration_s: Optional[float] = None,
+    rate_hz: float | None = None,
+    duration_s: float | None = None,
     backend: str = "auto",
-    engine: Optional[str] = None,
-) -> List[str]:
+    engine: str | None = None,
+) -> list[str]:
     cmd = [jetpolicy, "bench", "--release", release_dir]
     if rate_hz is not None:
-        cmd += ["--rate-hz", "%g" % rate_hz]
+        cmd += ["--rate-hz", f"{rate_hz:g}"]
     if duration_s is not None:
-        cmd += ["--duration-s", "%g" % duration_s]
+        cmd += ["--duration-s", f"{duration_s:g}"]
     cmd += ["--backend", backend]
     if engine:
         cmd += ["--engine", engine]
     return cmd
 
 
-def parse_bench_output(stdout: str) -> Dict[str, Any]:
+def parse_bench_output(stdout: str) -> dict[str, Any]:
     """The bench JSON object; raises ValueError naming what is wrong.
 
     Progress goes to stderr, so stdout should be one JSON object; to be tolerant of a stray
@@ -54,7 +53,7 @@ def parse_bench_output(stdout: str) -> Dict[str, Any]:
         if isinstance(data, dict):
             missing = [key for key in BENCH_KEYS if key not in data]
             if missing:
-                raise ValueError("bench JSON lacks %s" % ", ".join(missing))
+                raise ValueError("bench JSON lacks {}".format(", ".join(missing)))
             return data
     raise ValueError("no JSON object on stdout")
 
@@ -64,6 +63,6 @@ def release_id(release_dir: str) -> str:
     return os.path.basename(os.path.realpath(release_dir.rstrip("/")))
 
 
-def fact_content(bench: Dict[str, Any]) -> str:
+def fact_content(bench: dict[str, Any]) -> str:
     """Stable serialisation for the facts.d file (read by ``setup`` as JSON)."""
     return json.dumps(bench, indent=2, sort_keys=True) + "\n"

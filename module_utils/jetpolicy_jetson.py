@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) 2026, jetpolicy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Decision and parsing logic of the ``jetson_facts`` module.
@@ -24,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Mapping
 
 __all__ = [
     "JETPACK_BY_L4T",
@@ -52,7 +51,7 @@ __all__ = [
 # page) and the Jetson Linux archive (https://docs.nvidia.com/jetson/archives, which lists
 # 36.2 DP, 36.3, 36.4, 36.4.3, 36.4.4, 38.2, 38.4). The fixtures README agrees: JetPack 6.0 =
 # TensorRT 8.6.2 on 36.3, 6.1/6.2 = TensorRT 10.3 on 36.4.x.
-JETPACK_BY_L4T: Dict[str, str] = {
+JETPACK_BY_L4T: dict[str, str] = {
     "32.6.1": "4.6",
     "32.7.1": "4.6.1",
     "32.7.2": "4.6.2",
@@ -88,39 +87,39 @@ def root_path(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
-def read_text(root: str, path: str) -> Optional[str]:
+def read_text(root: str, path: str) -> str | None:
     try:
         with open(root_path(root, path), "rb") as handle:
             return handle.read().decode("utf-8", "replace")
-    except (IOError, OSError):
+    except OSError:
         return None
 
 
-def parse_nv_tegra_release(text: str) -> Optional[Dict[str, str]]:
+def parse_nv_tegra_release(text: str) -> dict[str, str] | None:
     """``# R36 (release), REVISION: 4.0, GCID: ..., BOARD: generic, ...`` ->
     {'release': '36.4.0', 'major': '36', 'revision': '4.0', 'board': 'generic', 'gcid': ...}."""
     first = text.strip().splitlines()[0] if text.strip() else ""
     match = re.match(r"^#\s*R(\d+)\s*\(release\),\s*REVISION:\s*(\d+)(?:\.(\d+))?", first)
     if not match:
         return None
-    revision = "%s.%s" % (match.group(2), match.group(3) or "0")
-    info = {"major": match.group(1), "revision": revision, "release": "%s.%s" % (match.group(1), revision)}
+    revision = "{}.{}".format(match.group(2), match.group(3) or "0")
+    info = {"major": match.group(1), "revision": revision, "release": f"{match.group(1)}.{revision}"}
     for key in ("GCID", "BOARD", "EABI", "DATE"):
-        field = re.search(r"%s:\s*([^,]+)" % key, first)
+        field = re.search(rf"{key}:\s*([^,]+)", first)
         if field:
             info[key.lower()] = field.group(1).strip()
     return info
 
 
-def l4t_from_package_version(version: str) -> Optional[str]:
+def l4t_from_package_version(version: str) -> str | None:
     """``36.4.0-20240912212859`` (nvidia-l4t-core) -> ``36.4.0``."""
     match = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", version or "")
     if not match:
         return None
-    return "%s.%s.%s" % (match.group(1), match.group(2), match.group(3) or "0")
+    return "{}.{}.{}".format(match.group(1), match.group(2), match.group(3) or "0")
 
 
-def jetpack_version(l4t_release: Optional[str]) -> Optional[str]:
+def jetpack_version(l4t_release: str | None) -> str | None:
     if not l4t_release:
         return None
     if l4t_release in JETPACK_BY_L4T:
@@ -128,10 +127,10 @@ def jetpack_version(l4t_release: Optional[str]) -> Optional[str]:
     return _JETPACK_FAMILY.get(l4t_release.split(".")[0])
 
 
-def parse_dpkg_query(text: str) -> Dict[str, str]:
+def parse_dpkg_query(text: str) -> dict[str, str]:
     """Lines of ``dpkg-query -W -f='${Package}\\t${Version}\\t${db:Status-Abbrev}\\n'`` ->
     {package: version} for installed packages (status ``ii``)."""
-    versions: Dict[str, str] = {}
+    versions: dict[str, str] = {}
     for line in text.splitlines():
         parts = line.split("\t")
         if len(parts) < 2 or not parts[1].strip():
@@ -142,18 +141,18 @@ def parse_dpkg_query(text: str) -> Dict[str, str]:
     return versions
 
 
-def parse_dpkg_status(text: str) -> Dict[str, str]:
+def parse_dpkg_status(text: str) -> dict[str, str]:
     """``/var/lib/dpkg/status`` stanzas -> {package: version} of installed packages."""
-    versions: Dict[str, str] = {}
+    versions: dict[str, str] = {}
     for stanza in re.split(r"\n\s*\n", text):
-        fields: Dict[str, str] = {}
+        fields: dict[str, str] = {}
         for line in stanza.splitlines():
             if ":" in line and not line.startswith(" "):
                 key, value = line.split(":", 1)
                 fields[key.strip()] = value.strip()
-        if "Package" in fields and "Version" in fields and fields.get("Status", "").endswith("installed"):
-            if fields.get("Status", "").split()[-1] == "installed":
-                versions[fields["Package"]] = fields["Version"]
+        status = fields.get("Status", "").split()
+        if "Package" in fields and "Version" in fields and status and status[-1] == "installed":
+            versions[fields["Package"]] = fields["Version"]
     return versions
 
 
@@ -165,9 +164,9 @@ def _short_version(raw: str, parts: int = 3) -> str:
     return ".".join(match.group(1).strip(".").split(".")[:parts])
 
 
-def pick_versions(packages: Mapping[str, str]) -> Dict[str, Optional[str]]:
+def pick_versions(packages: Mapping[str, str]) -> dict[str, str | None]:
     """TensorRT / CUDA / cuDNN / L4T versions from installed package versions."""
-    result: Dict[str, Optional[str]] = {
+    result: dict[str, str | None] = {
         "tensorrt_version": None, "cuda_version": None, "cudnn_version": None, "l4t_package_release": None,
     }
     for name in TENSORRT_PACKAGES:
@@ -186,7 +185,7 @@ def pick_versions(packages: Mapping[str, str]) -> Dict[str, Optional[str]]:
     return result
 
 
-def cuda_version_from_files(root: str) -> Optional[str]:
+def cuda_version_from_files(root: str) -> str | None:
     """``/usr/local/cuda/version.json`` (``{"cuda": {"version": "12.6.1"}}``, CUDA >= 11.1)
     or the older ``version.txt`` (``CUDA Version 10.2.89``)."""
     text = read_text(root, "/usr/local/cuda/version.json")
@@ -206,7 +205,7 @@ def cuda_version_from_files(root: str) -> Optional[str]:
     return None
 
 
-def read_board_model(root: str) -> Optional[str]:
+def read_board_model(root: str) -> str | None:
     """``/proc/device-tree/model`` is NUL-terminated."""
     text = read_text(root, "/proc/device-tree/model")
     if text is None:
@@ -215,20 +214,20 @@ def read_board_model(root: str) -> Optional[str]:
     return model or None
 
 
-def parse_meminfo(text: str) -> Dict[str, int]:
+def parse_meminfo(text: str) -> dict[str, int]:
     """MemTotal / MemAvailable in MiB (meminfo prints kB)."""
-    result: Dict[str, int] = {}
+    result: dict[str, int] = {}
     for key, fact in (("MemTotal", "memory_total_mb"), ("MemAvailable", "memory_available_mb")):
-        match = re.search(r"^%s:\s+(\d+)\s*kB" % key, text, re.MULTILINE)
+        match = re.search(rf"^{key}:\s+(\d+)\s*kB", text, re.MULTILINE)
         if match:
             result[fact] = int(match.group(1)) // 1024
     return result
 
 
-def parse_nvpmodel_query(text: str) -> Tuple[Optional[str], Optional[int]]:
+def parse_nvpmodel_query(text: str) -> tuple[str | None, int | None]:
     """``NV Power Mode: MAXN`` + ``0`` -> ('MAXN', 0)."""
-    name: Optional[str] = None
-    mode_id: Optional[int] = None
+    name: str | None = None
+    mode_id: int | None = None
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("NVPM")]
     for index, line in enumerate(lines):
         match = re.match(r"^NV Power Mode:\s*(.+)$", line)
@@ -260,7 +259,7 @@ def nearest_existing_parent(root: str, path: str) -> str:
     return candidate
 
 
-def free_mb(path: str) -> Optional[int]:
+def free_mb(path: str) -> int | None:
     try:
         stats = os.statvfs(path)
     except OSError:
@@ -268,12 +267,12 @@ def free_mb(path: str) -> Optional[int]:
     return int(stats.f_bavail * stats.f_frsize // (1024 * 1024))
 
 
-def trtexec_candidates(root: str) -> List[str]:
+def trtexec_candidates(root: str) -> list[str]:
     """Where JetPack installs trtexec (not on PATH by default, see fixtures README)."""
     return [root_path(root, "/usr/src/tensorrt/bin/trtexec")]
 
 
-def base_facts() -> Dict[str, Any]:
+def base_facts() -> dict[str, Any]:
     """Every fact key, so consumers can rely on presence (None = unknown)."""
     return {
         "is_l4t": False,

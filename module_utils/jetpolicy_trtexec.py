@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: (c) 2026, jetpolicy contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Decision logic of the ``trtexec`` module: flags, cache key, log parsing.
@@ -17,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Sequence
 
 __all__ = [
     "CACHE_KEY_FORMAT",
@@ -66,7 +65,7 @@ _STAT_ITEM_RE = re.compile(r"(?P<key>min|max|mean|median|percentile\((?P<pct>[\d
 _FLOAT = r"([-\d.eE+]+)"
 
 
-def version_tuple(version: str) -> Tuple[int, ...]:
+def version_tuple(version: str) -> tuple[int, ...]:
     """'8.5.2' -> (8, 5, 2); ignores non-numeric tails."""
     parts = []
     for piece in version.split("."):
@@ -86,11 +85,11 @@ def decode_version_tag(tag: str) -> str:
     """
     number = int(tag)
     if number >= 100000:
-        return "%d.%d.%d" % (number // 10000, (number // 100) % 100, number % 100)
-    return "%d.%d.%d" % (number // 1000, (number // 100) % 10, number % 100)
+        return f"{number // 10000}.{(number // 100) % 100}.{number % 100}"
+    return f"{number // 1000}.{(number // 100) % 10}.{number % 100}"
 
 
-def normalize_tensorrt_version(raw: str) -> Optional[str]:
+def normalize_tensorrt_version(raw: str) -> str | None:
     """MAJOR.MINOR.PATCH from a Debian version or a plain version.
 
     '8.5.2-1+cuda11.4' -> '8.5.2', '10.3.0.30-1+cuda12.5' -> '10.3.0', '8.6' -> '8.6.0'.
@@ -98,19 +97,19 @@ def normalize_tensorrt_version(raw: str) -> Optional[str]:
     match = re.match(r"^\s*(?:\d+:)?(\d+)\.(\d+)(?:\.(\d+))?", raw or "")
     if not match:
         return None
-    return "%s.%s.%s" % (match.group(1), match.group(2), match.group(3) or "0")
+    return "{}.{}.{}".format(match.group(1), match.group(2), match.group(3) or "0")
 
 
-def tensorrt_version_from_header(text: str) -> Optional[str]:
+def tensorrt_version_from_header(text: str) -> str | None:
     """Version from NvInferVersion.h (``#define NV_TENSORRT_MAJOR 10`` ...)."""
-    found: Dict[str, str] = {}
+    found: dict[str, str] = {}
     for name in ("MAJOR", "MINOR", "PATCH"):
-        match = re.search(r"#define\s+(?:NV_)?TENSORRT_%s\s+(\d+)" % name, text)
+        match = re.search(rf"#define\s+(?:NV_)?TENSORRT_{name}\s+(\d+)", text)
         if match:
             found[name] = match.group(1)
     if "MAJOR" not in found or "MINOR" not in found:
         return None
-    return "%s.%s.%s" % (found["MAJOR"], found["MINOR"], found.get("PATCH", "0"))
+    return "{}.{}.{}".format(found["MAJOR"], found["MINOR"], found.get("PATCH", "0"))
 
 
 def _shape_text(shape: Any) -> str:
@@ -119,7 +118,7 @@ def _shape_text(shape: Any) -> str:
     return str(shape).strip()
 
 
-def _shapes_flags(shapes: Mapping[str, Mapping[str, Any]]) -> List[str]:
+def _shapes_flags(shapes: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if not shapes:
         return []
     flags = []
@@ -128,23 +127,23 @@ def _shapes_flags(shapes: Mapping[str, Mapping[str, Any]]) -> List[str]:
         for name in sorted(shapes):
             spec = shapes[name] or {}
             if kind not in spec or spec[kind] in (None, ""):
-                raise ValueError("shapes.%s needs min, opt and max (missing %s)" % (name, kind))
-            items.append("%s:%s" % (name, _shape_text(spec[kind])))
-        flags.append("%s=%s" % (flag, ",".join(items)))
+                raise ValueError(f"shapes.{name} needs min, opt and max (missing {kind})")
+            items.append(f"{name}:{_shape_text(spec[kind])}")
+        flags.append("{}={}".format(flag, ",".join(items)))
     return flags
 
 
 def build_flags(
     tensorrt_version: str,
     precision: str = "fp16",
-    workspace_mib: Optional[int] = None,
-    dla_core: Optional[int] = None,
+    workspace_mib: int | None = None,
+    dla_core: int | None = None,
     allow_gpu_fallback: bool = False,
-    calibration_cache: Optional[str] = None,
-    shapes: Optional[Mapping[str, Mapping[str, Any]]] = None,
-    timing_cache: Optional[str] = None,
+    calibration_cache: str | None = None,
+    shapes: Mapping[str, Mapping[str, Any]] | None = None,
+    timing_cache: str | None = None,
     extra_args: Sequence[str] = (),
-) -> List[str]:
+) -> list[str]:
     """The engine-affecting trtexec flags for this TensorRT version (part of the cache key).
 
     Version rules (sources: fixtures README + orin_trt10.3_removed_options.log for TRT 10;
@@ -159,45 +158,45 @@ def build_flags(
       (NVIDIA/TensorRT issue #3734); TRT 10 removed it ("Unknown option").
     """
     if precision not in PRECISIONS:
-        raise ValueError("precision must be one of %s, got %r" % (", ".join(PRECISIONS), precision))
+        raise ValueError("precision must be one of {}, got {!r}".format(", ".join(PRECISIONS), precision))
     version = version_tuple(tensorrt_version)
     if len(version) < 2:
-        raise ValueError("cannot read TensorRT version %r (expected MAJOR.MINOR[.PATCH])" % tensorrt_version)
+        raise ValueError(f"cannot read TensorRT version {tensorrt_version!r} (expected MAJOR.MINOR[.PATCH])")
     major_minor = version[:2]
     for arg in extra_args:
         name = str(arg).split("=", 1)[0]
         if name in _OWNED_FLAGS:
-            raise ValueError("extra_args must not contain %s: the module sets it" % name)
+            raise ValueError(f"extra_args must not contain {name}: the module sets it")
     if dla_core is not None and precision == "fp32":
         raise ValueError("dla_core needs precision fp16, int8 or best: the DLA does not run FP32")
     if calibration_cache and precision not in ("int8", "best"):
         raise ValueError("calibration_cache is only used with precision int8 or best")
 
-    flags: List[str] = []
+    flags: list[str] = []
     if major_minor < (8, 6):
         flags.append("--explicitBatch")
     if precision != "fp32":
-        flags.append("--%s" % precision)
+        flags.append(f"--{precision}")
     if calibration_cache:
-        flags.append("--calib=%s" % calibration_cache)
+        flags.append(f"--calib={calibration_cache}")
     if workspace_mib is not None:
         if workspace_mib <= 0:
-            raise ValueError("workspace_mib must be positive, got %d" % workspace_mib)
+            raise ValueError(f"workspace_mib must be positive, got {workspace_mib}")
         if major_minor < (8, 4):
-            flags.append("--workspace=%d" % workspace_mib)
+            flags.append(f"--workspace={workspace_mib}")
         elif version[0] < 10:
-            flags.append("--memPoolSize=workspace:%d" % workspace_mib)
+            flags.append(f"--memPoolSize=workspace:{workspace_mib}")
         else:
-            flags.append("--memPoolSize=workspace:%dM" % workspace_mib)
+            flags.append(f"--memPoolSize=workspace:{workspace_mib}M")
     if dla_core is not None:
         if dla_core < 0:
-            raise ValueError("dla_core must be >= 0, got %d" % dla_core)
-        flags.append("--useDLACore=%d" % dla_core)
+            raise ValueError(f"dla_core must be >= 0, got {dla_core}")
+        flags.append(f"--useDLACore={dla_core}")
         if allow_gpu_fallback:
             flags.append("--allowGPUFallback")
     flags.extend(_shapes_flags(shapes or {}))
     if timing_cache:
-        flags.append("--timingCacheFile=%s" % timing_cache)
+        flags.append(f"--timingCacheFile={timing_cache}")
     flags.extend(str(arg) for arg in extra_args)
     return flags
 
@@ -209,17 +208,17 @@ def full_command(
     flags: Sequence[str],
     tensorrt_version: str,
     measure: bool = True,
-    export_times: Optional[str] = None,
-) -> List[str]:
+    export_times: str | None = None,
+) -> list[str]:
     """argv for the build. ``measure`` false adds the build-only flag of the version
     (``--buildOnly`` in 8.x, ``--skipInference`` in 10.x). Measurement flags are not part of
     the cache key: they do not change the engine."""
-    cmd = [trtexec_path, "--onnx=%s" % onnx, "--saveEngine=%s" % engine_out]
+    cmd = [trtexec_path, f"--onnx={onnx}", f"--saveEngine={engine_out}"]
     cmd.extend(flags)
     if not measure:
         cmd.append("--skipInference" if version_tuple(tensorrt_version)[0] >= 10 else "--buildOnly")
     elif export_times:
-        cmd.append("--exportTimes=%s" % export_times)
+        cmd.append(f"--exportTimes={export_times}")
     return cmd
 
 
@@ -229,7 +228,7 @@ def cache_key(
     device_model: str,
     precision: str,
     flags: Sequence[str],
-    calibration_cache_sha256: Optional[str] = None,
+    calibration_cache_sha256: str | None = None,
 ) -> str:
     """sha256 over everything that makes an engine valid for a robot."""
     payload = {
@@ -249,16 +248,16 @@ def _strip(line: str) -> str:
     return _PREFIX_RE.sub("", line.rstrip("\r\n"), count=1)
 
 
-def _stat_block(body: str) -> Dict[str, float]:
-    stats: Dict[str, float] = {}
+def _stat_block(body: str) -> dict[str, float]:
+    stats: dict[str, float] = {}
     for item in _STAT_ITEM_RE.finditer(body):
         pct = item.group("pct")
-        key = "p%g" % float(pct) if pct else item.group("key")
+        key = f"p{float(pct):g}" if pct else item.group("key")
         stats[key] = float(item.group("val"))
     return stats
 
 
-def parse_trtexec_log(text: str) -> Dict[str, Any]:
+def parse_trtexec_log(text: str) -> dict[str, Any]:
     """Parse trtexec output (8.x or 10.x, with or without ``[date] [I]`` prefixes).
 
     Returns only what the text contains: keys of missing fields are absent.
@@ -268,9 +267,9 @@ def parse_trtexec_log(text: str) -> Dict[str, Any]:
     total_gpu_compute_s, gpu_compute_cv_pct, average_runs, profile, e2e_timing_suppressed,
     errors, dynamic_inputs_without_shapes.
     """
-    result: Dict[str, Any] = {}
-    errors: List[str] = []
-    dynamic: List[str] = []
+    result: dict[str, Any] = {}
+    errors: list[str] = []
+    dynamic: list[str] = []
     averages = 0
     in_profile = False
     for raw in text.splitlines():
@@ -291,19 +290,19 @@ def parse_trtexec_log(text: str) -> Dict[str, Any]:
         if match and "tensorrt_version" not in result:
             result["tensorrt_version"] = match.group(1)
             continue
-        match = re.match(r"^Engine built in %s sec" % _FLOAT, line)
+        match = re.match(rf"^Engine built in {_FLOAT} sec", line)
         if match:
             result["build_time_s"] = float(match.group(1))
             continue
-        match = re.match(r"^Engine loaded in %s sec" % _FLOAT, line)
+        match = re.match(rf"^Engine loaded in {_FLOAT} sec", line)
         if match:
             result["engine_load_s"] = float(match.group(1))
             continue
-        match = re.match(r"^Engine deserialized in %s sec" % _FLOAT, line)
+        match = re.match(rf"^Engine deserialized in {_FLOAT} sec", line)
         if match:
             result["engine_deserialize_s"] = float(match.group(1))
             continue
-        match = re.match(r"^Throughput: %s qps" % _FLOAT, line)
+        match = re.match(rf"^Throughput: {_FLOAT} qps", line)
         if match:
             result["throughput_qps"] = float(match.group(1))
             continue
@@ -313,15 +312,15 @@ def parse_trtexec_log(text: str) -> Dict[str, Any]:
             if stats:
                 result[_STAT_NAMES[match.group("name")]] = stats
             continue
-        match = re.match(r"^Total Host Walltime: %s s" % _FLOAT, line)
+        match = re.match(rf"^Total Host Walltime: {_FLOAT} s", line)
         if match:
             result["total_host_walltime_s"] = float(match.group(1))
             continue
-        match = re.match(r"^Total GPU Compute Time: %s s" % _FLOAT, line)
+        match = re.match(rf"^Total GPU Compute Time: {_FLOAT} s", line)
         if match:
             result["total_gpu_compute_s"] = float(match.group(1))
             continue
-        match = re.search(r"GPU compute time is unstable, with coefficient of variance = %s%%" % _FLOAT, line)
+        match = re.search(rf"GPU compute time is unstable, with coefficient of variance = {_FLOAT}%", line)
         if match:
             result["gpu_compute_cv_pct"] = float(match.group(1))
             continue
@@ -337,7 +336,7 @@ def parse_trtexec_log(text: str) -> Dict[str, Any]:
             in_profile = True
             continue
         if in_profile:
-            match = re.match(r"^\s*Total\s+%s\s+%s\s+%s\s+%s\s*$" % (_FLOAT, _FLOAT, _FLOAT, _FLOAT), line)
+            match = re.match(rf"^\s*Total\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}\s+{_FLOAT}\s*$", line)
             if match:
                 result["profile"].update(
                     total_ms=float(match.group(1)),
@@ -367,9 +366,9 @@ _REMOVED_IN_TRT10 = {
 }
 
 
-def extract_failure_causes(text: str) -> List[str]:
+def extract_failure_causes(text: str) -> list[str]:
     """Human causes of a failed trtexec run, most specific first (empty when none found)."""
-    causes: List[str] = []
+    causes: list[str] = []
     lines = [_strip(raw) for raw in text.splitlines()]
     joined = "\n".join(lines)
 
@@ -381,20 +380,20 @@ def extract_failure_causes(text: str) -> List[str]:
     for option in unknown:
         hint = _REMOVED_IN_TRT10.get(option)
         causes.append(
-            "unknown option %s%s" % (option, " (removed in TensorRT 10: %s)" % hint if hint else "")
+            "unknown option {}{}".format(option, f" (removed in TensorRT 10: {hint})" if hint else "")
         )
 
     if "Failed to parse onnx file" in joined or "Parsing model failed" in joined or "In function parseNode" in joined:
         detail = []
         node = re.search(r"While parsing node number (\d+) \[(\w+) -> ([^\]]*)\]", joined)
         if node:
-            detail.append("node %s (%s -> %s)" % (node.group(1), node.group(2), node.group(3)))
+            detail.append(f"node {node.group(1)} ({node.group(2)} -> {node.group(3)})")
         invalid = re.search(r"Invalid Node - (\S+)", joined)
         if invalid:
-            detail.append("invalid node %s" % invalid.group(1))
+            detail.append(f"invalid node {invalid.group(1)}")
         unsupported = re.search(r"No importer registered for op: (\S+)", joined)
         if unsupported:
-            detail.append("unsupported op %s" % unsupported.group(1))
+            detail.append(f"unsupported op {unsupported.group(1)}")
         internal = re.search(r"Error Code \d+: Internal Error \(([^)]*(?:\([^)]*\))?[^)]*)\)", joined)
         if internal:
             detail.append(internal.group(1).strip())
@@ -411,8 +410,7 @@ def extract_failure_causes(text: str) -> List[str]:
 
     for name in re.findall(r"Dynamic dimensions required for input: ([^,]+), but no shapes were provided", joined):
         causes.append(
-            "input %s has dynamic dimensions but no shapes were given: set shapes.%s min/opt/max"
-            % (name.strip(), name.strip())
+            f"input {name.strip()} has dynamic dimensions but no shapes were given: set shapes.{name.strip()} min/opt/max"
         )
 
     if not causes:
@@ -423,10 +421,10 @@ def extract_failure_causes(text: str) -> List[str]:
     return causes
 
 
-def build_succeeded(rc: int, parsed: Mapping[str, Any], engine_exists: bool) -> Tuple[bool, str]:
+def build_succeeded(rc: int, parsed: Mapping[str, Any], engine_exists: bool) -> tuple[bool, str]:
     """Success needs rc 0, a ``&&&& PASSED`` line and the engine file; else the reason."""
     if rc != 0:
-        return False, "trtexec exited with rc=%d" % rc
+        return False, f"trtexec exited with rc={rc}"
     if parsed.get("status") != "passed":
         return False, "no '&&&& PASSED' line in trtexec output"
     if not engine_exists:
@@ -434,7 +432,7 @@ def build_succeeded(rc: int, parsed: Mapping[str, Any], engine_exists: bool) -> 
     return True, ""
 
 
-def log_tail(text: str, lines: int = 40) -> List[str]:
+def log_tail(text: str, lines: int = 40) -> list[str]:
     return text.splitlines()[-lines:]
 
 
@@ -442,11 +440,11 @@ def _percentile(sorted_values: Sequence[float], pct: float) -> float:
     # Nearest-rank percentile, the definition trtexec's reporting uses for its summary.
     if not sorted_values:
         raise ValueError("no values")
-    rank = max(0, min(len(sorted_values) - 1, int(round(pct / 100.0 * len(sorted_values))) - 1))
+    rank = max(0, min(len(sorted_values) - 1, round(pct / 100.0 * len(sorted_values)) - 1))
     return sorted_values[rank]
 
 
-def _summary(values: List[float]) -> Dict[str, float]:
+def _summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     count = len(ordered)
     middle = count // 2
@@ -462,14 +460,14 @@ def _summary(values: List[float]) -> Dict[str, float]:
     }
 
 
-def parse_export_times(data: Any) -> Dict[str, Any]:
+def parse_export_times(data: Any) -> dict[str, Any]:
     """Per-inference timings of ``--exportTimes`` (a JSON list of objects with ``latencyMs``,
     ``computeMs``, ``h2dMs``/``inMs``, ``d2hMs``/``outMs``, ``startEnqMs``/``endEnqMs``).
     Returns summary dicts (ms) for what is present; entries without ``latencyMs`` (such as a
     leading count record) are ignored."""
     if not isinstance(data, list):
         return {}
-    series: Dict[str, List[float]] = {"latency_ms": [], "gpu_compute_ms": [], "h2d_ms": [], "d2h_ms": [], "enqueue_ms": []}
+    series: dict[str, list[float]] = {"latency_ms": [], "gpu_compute_ms": [], "h2d_ms": [], "d2h_ms": [], "enqueue_ms": []}
     for entry in data:
         if not isinstance(entry, dict) or "latencyMs" not in entry:
             continue
@@ -481,13 +479,13 @@ def parse_export_times(data: Any) -> Dict[str, Any]:
                     break
         if "startEnqMs" in entry and "endEnqMs" in entry:
             series["enqueue_ms"].append(float(entry["endEnqMs"]) - float(entry["startEnqMs"]))
-    result: Dict[str, Any] = {key: _summary(values) for key, values in series.items() if values}
+    result: dict[str, Any] = {key: _summary(values) for key, values in series.items() if values}
     if series["latency_ms"]:
         result["inferences"] = len(series["latency_ms"])
     return result
 
 
-def merge_export_times(log_metrics: Mapping[str, Any], export: Mapping[str, Any]) -> Dict[str, Any]:
+def merge_export_times(log_metrics: Mapping[str, Any], export: Mapping[str, Any]) -> dict[str, Any]:
     """Prefer exportTimes numbers (exact per-inference data) over the log's rounded summary."""
     merged = dict(log_metrics)
     for key, value in export.items():
@@ -506,7 +504,7 @@ _METRIC_KEYS = (
 )
 
 
-def metrics_from_parsed(parsed: Mapping[str, Any]) -> Dict[str, Any]:
+def metrics_from_parsed(parsed: Mapping[str, Any]) -> dict[str, Any]:
     """The ``metrics`` return value: the numeric part of a parsed log."""
     return {key: parsed[key] for key in _METRIC_KEYS if key in parsed}
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict
+from typing import Any
 
 import ansible.module_utils
 import pytest
@@ -38,7 +38,7 @@ class AnsibleFailJson(Exception):
 
 
 def load_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("library_%s" % name, LIBRARY / ("%s.py" % name))
+    spec = importlib.util.spec_from_file_location(f"library_{name}", LIBRARY / (f"{name}.py"))
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -61,7 +61,7 @@ def run_module(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
     monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
 
-    def run(module: ModuleType, args: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
+    def run(module: ModuleType, args: dict[str, Any], check_mode: bool = False) -> dict[str, Any]:
         args = dict(args)
         if check_mode:
             args["_ansible_check_mode"] = True
@@ -91,5 +91,15 @@ def json_dump(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data))
 
 
-__all__ = ["AnsibleExitJson", "AnsibleFailJson", "FIXTURES", "HERE", "load_module", "fixture_text",
-           "write_executable", "json_dump", "os", "sys"]
+__all__ = [
+    "FIXTURES",
+    "HERE",
+    "AnsibleExitJson",
+    "AnsibleFailJson",
+    "fixture_text",
+    "json_dump",
+    "load_module",
+    "os",
+    "sys",
+    "write_executable",
+]

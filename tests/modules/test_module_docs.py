@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import yaml
@@ -16,10 +16,10 @@ class _Captured(Exception):
     pass
 
 
-def argument_spec(name: str, monkeypatch: pytest.MonkeyPatch) -> Dict[str, Any]:
-    captured: Dict[str, Any] = {}
+def argument_spec(name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    captured: dict[str, Any] = {}
 
-    def fake_init(self: Any, argument_spec: Dict[str, Any], **kwargs: Any) -> None:
+    def fake_init(self: Any, argument_spec: dict[str, Any], **kwargs: Any) -> None:
         captured.update(argument_spec=argument_spec, **kwargs)
         raise _Captured()
 

@@ -38,8 +38,8 @@ def test_bench_returns_fact_and_writes_file(run_module, tmp_path: Path) -> None:
     """The bench JSON becomes ansible_facts.policy_bench and the .fact file; changed stays false."""
     venv = fake_venv(tmp_path, json.dumps(BENCH) + "\n")
     fact = tmp_path / "facts.d/jetpolicy_bench.fact"
-    args = dict(release_dir=str(release(tmp_path)), venv=str(venv), rate_hz=100, duration_s=5,
-                backend="onnxruntime", fact_path=str(fact))
+    args = {"release_dir": str(release(tmp_path)), "venv": str(venv), "rate_hz": 100, "duration_s": 5,
+                "backend": "onnxruntime", "fact_path": str(fact)}
     result = run_module(policy_bench, args)
     assert "failed" not in result, result
     bench = result["ansible_facts"]["policy_bench"]
@@ -55,8 +55,8 @@ def test_bench_returns_fact_and_writes_file(run_module, tmp_path: Path) -> None:
 def test_engine_flag_passed(run_module, tmp_path: Path) -> None:
     """--engine is passed for the tensorrt backend."""
     venv = fake_venv(tmp_path, json.dumps(BENCH))
-    result = run_module(policy_bench, dict(release_dir=str(release(tmp_path)), venv=str(venv), backend="tensorrt",
-                                           engine="/opt/jetpolicy/engines/k.engine", save_fact=False))
+    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv), "backend": "tensorrt",
+                                           "engine": "/opt/jetpolicy/engines/k.engine", "save_fact": False})
     assert result["cmd"][-2:] == ["--engine", "/opt/jetpolicy/engines/k.engine"]
     assert result["fact_written"] is False
 
@@ -64,8 +64,8 @@ def test_engine_flag_passed(run_module, tmp_path: Path) -> None:
 def test_check_mode_skips(run_module, tmp_path: Path) -> None:
     """Check mode does not run the benchmark and reports a skip reason."""
     venv = fake_venv(tmp_path, json.dumps(BENCH))
-    result = run_module(policy_bench, dict(release_dir=str(release(tmp_path)), venv=str(venv),
-                                           fact_path=str(tmp_path / "f.fact")), check_mode=True)
+    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv),
+                                           "fact_path": str(tmp_path / "f.fact")}, check_mode=True)
     assert result["skipped"] is True and "check mode" in result["msg"]
     assert not (tmp_path / "bench-args.json").exists() and not (tmp_path / "f.fact").exists()
 
@@ -73,8 +73,8 @@ def test_check_mode_skips(run_module, tmp_path: Path) -> None:
 def test_bench_failure_reports_rc_and_stderr(run_module, tmp_path: Path) -> None:
     """A failing bench names the release, rc and the stderr tail."""
     venv = fake_venv(tmp_path, "", rc=2, stderr="error: engine /x does not match this TensorRT")
-    result = run_module(policy_bench, dict(release_dir=str(release(tmp_path)), venv=str(venv),
-                                           fact_path=str(tmp_path / "f.fact")))
+    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv),
+                                           "fact_path": str(tmp_path / "f.fact")})
     assert result["failed"] is True and result["rc"] == 2
     assert "rc=2" in result["msg"] and "does not match" in result["msg"]
     assert result["stderr_tail"] == ["error: engine /x does not match this TensorRT"]
@@ -83,12 +83,12 @@ def test_bench_failure_reports_rc_and_stderr(run_module, tmp_path: Path) -> None
 def test_bad_json_fails(run_module, tmp_path: Path) -> None:
     """Output without the documented keys is a failure, not a fact."""
     venv = fake_venv(tmp_path, '{"backend": "auto"}')
-    result = run_module(policy_bench, dict(release_dir=str(release(tmp_path)), venv=str(venv),
-                                           fact_path=str(tmp_path / "f.fact")))
+    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv),
+                                           "fact_path": str(tmp_path / "f.fact")})
     assert result["failed"] is True and "lacks" in result["msg"]
 
 
 def test_missing_executable_fails(run_module, tmp_path: Path) -> None:
     """A missing runtime is named."""
-    result = run_module(policy_bench, dict(release_dir=str(release(tmp_path)), venv=str(tmp_path / "none")))
+    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(tmp_path / "none")})
     assert result["failed"] is True and "jetpolicy executable" in result["msg"]

@@ -63,8 +63,8 @@ def test_invalid_options(kwargs: dict, needle: str) -> None:
         build_flags("10.3.0", **kwargs)
 
 
-BASE = dict(onnx_sha256="a" * 64, tensorrt_version="10.3.0", device_model="NVIDIA Jetson AGX Orin Developer Kit",
-            precision="fp16", flags=["--fp16"])
+BASE = {"onnx_sha256": "a" * 64, "tensorrt_version": "10.3.0", "device_model": "NVIDIA Jetson AGX Orin Developer Kit",
+            "precision": "fp16", "flags": ["--fp16"]}
 
 
 def test_cache_key_stable() -> None:

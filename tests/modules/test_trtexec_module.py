@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 from conftest import FIXTURES, HERE, load_module
@@ -14,7 +14,7 @@ REPLAY = HERE / "replay_trtexec.py"
 
 
 @pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Dict[str, Any]:
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     onnx = tmp_path / "release" / "policy.onnx"
     onnx.parent.mkdir()
     onnx.write_bytes(b"fake onnx bytes")
@@ -23,13 +23,13 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Dict[str, Any]:
     monkeypatch.setenv("REPLAY_LOG", str(FIXTURES / "trt10.0_fp16_build_perf_summary.log"))
     monkeypatch.setenv("REPLAY_COUNTER", str(counter))
     monkeypatch.setenv("REPLAY_ARGS", str(argv))
-    args = dict(onnx=str(onnx), engine_dir=str(tmp_path / "engines"), trtexec_path=str(REPLAY),
-                tensorrt_version="10.0.1", device_model="NVIDIA Jetson AGX Orin Developer Kit",
-                precision="fp16", workspace_mib=512)
+    args = {"onnx": str(onnx), "engine_dir": str(tmp_path / "engines"), "trtexec_path": str(REPLAY),
+                "tensorrt_version": "10.0.1", "device_model": "NVIDIA Jetson AGX Orin Developer Kit",
+                "precision": "fp16", "workspace_mib": 512}
     return {"args": args, "counter": counter, "argv": argv, "tmp": tmp_path}
 
 
-def runs(setup: Dict[str, Any]) -> int:
+def runs(setup: dict[str, Any]) -> int:
     counter = setup["counter"]
     return len(counter.read_text().splitlines()) if counter.exists() else 0
 
