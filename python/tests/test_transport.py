@@ -35,7 +35,7 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def pair(kind: str, tmp_path: Path) -> "tuple[DatagramTransport, PolicyClient]":
+def pair(kind: str, tmp_path: Path) -> tuple[DatagramTransport, PolicyClient]:
     if kind == "udp":
         runner_addr, client_addr = f"127.0.0.1:{free_udp_port()}", f"127.0.0.1:{free_udp_port()}"
     else:
@@ -134,7 +134,9 @@ def test_malformed_and_non_finite_packets_are_rejected_and_counted(tmp_path: Pat
 
 def test_header_layout_is_24_bytes_little_endian() -> None:
     """The documented layout: magic, u8 version, u8 kind, u16 flags, u32 seq, u64 ns, u32 count."""
-    data = encode(KIND_OBSERVATION, 0x01020304, np.array([1.5], dtype=np.float32), flags=0x0102, timestamp_ns=7)
+    data = encode(
+        KIND_OBSERVATION, 0x01020304, np.array([1.5], dtype=np.float32), flags=0x0102, timestamp_ns=7
+    )
     assert HEADER.size == 24
     assert data[:4] == MAGIC
     assert data[4:6] == bytes([1, KIND_OBSERVATION])
