@@ -40,7 +40,7 @@ def test_cli_prints_json_on_stdout_and_progress_on_stderr(example_release: Path)
             "0.5",
             "--warmup-s",
             "0",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -55,7 +55,7 @@ def test_watchdog_for_another_pid_is_ignored() -> None:
 
 
 def test_runner_sends_ready_watchdog_and_stopping(tmp_path: Path, example_release: Path) -> None:
-    """The runner sends READY=1 once running, WATCHDOG=1 about every half WATCHDOG_USEC, STOPPING=1 at exit."""
+    """READY=1 once running, WATCHDOG=1 every half WATCHDOG_USEC, then STOPPING=1 at exit."""
     sock_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(sock_path))
