@@ -1,0 +1,30 @@
+# Entry points. `make demo` and `make test` are the two commands README gives a newcomer.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export CONTAINERS_CONF := $(abspath sim/containers.conf)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+
+.PHONY: setup example fleet demo test lint unit integration molecule bench clean
+
+setup:
+	bash scripts/setup.sh
+
+example: setup
+	$(VENV)/bin/jetpolicy example --out examples/build/mlp
+
+fleet: setup
+	$(PY) sim/fleet.py up
+
+demo: example fleet
+	$(VENV)/bin/ansible-playbook deploy.yml -l orin_robots
+
+test: setup
+	bash scripts/test.sh
+
+bench: setup
+	$(PY) bench/runner_vs_naive.py
+
+clean:
+	$(PY) sim/fleet.py down || true

@@ -1,0 +1,9 @@
+"""`python -m jetpolicy`: the same as the `jetpolicy` command."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
