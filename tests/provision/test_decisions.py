@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ansible.module_utils.jetpolicy_provision import (
     apt_package_specs,
     apt_source_verdict,

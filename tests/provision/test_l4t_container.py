@@ -15,8 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from provision_podman import REPO, playbook, remove, sh, start, unavailable_reason, write_inventory
+from provision_podman import (
+    REPO,
+    playbook,
+    remove,
+    sh,
+    start,
+    unavailable_reason,
+    write_inventory,
+)
 
 IMAGE = "localhost/jetpolicy-sim:bookworm"
 PLAY = REPO / "playbooks" / "provision.yml"
