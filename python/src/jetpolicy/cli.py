@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "jetpolicy.parity",
     "jetpolicy.releases",
     "jetpolicy.health",
+    "jetpolicy.report",
 ]
 # Modules written in parallel by other work; until they exist the CLI works without them.
 OPTIONAL_COMMAND_MODULES = [
