@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "jetpolicy.releases",
     "jetpolicy.health",
     "jetpolicy.report",
+    "jetpolicy.rollout",
 ]
 # Modules written in parallel by other work; until they exist the CLI works without them.
 OPTIONAL_COMMAND_MODULES = [
