@@ -23,7 +23,8 @@ description:
     C(20261123T171500Z) plus a short random suffix) unless it is already set, so the playbook's
     C(lookup('env', 'JETPOLICY_RUN_ID')) and this callback agree on the report directory.
   - When the playbook ends writes C(run.json) (playbook, limit, start and finish times, wall time,
-    per-host play stats) into C(<repo>/reports/<run_id>/).
+    per-host play stats) into C(<repo>/reports/<run_id>/), for deploy.yml and rollback.yml runs and
+    for any run whose report directory exists (the playbook or C(jetpolicy rollout) made it).
   - If the playbook wrote per-host records there (C(hosts/*.json)), renders report.json, report.md
     and latency.png with C(jetpolicy.report.render_report) and prints the summary line.
   - Never fails the playbook; its own errors are shown as warnings.
@@ -44,6 +45,8 @@ options:
 
 RUN_ID_ENV = "JETPOLICY_RUN_ID"
 REPORTS_ENV = "JETPOLICY_REPORTS_DIR"
+# Other playbooks (provision, sim_fleet) get no report dir unless one of them wrote records.
+ROLLOUT_PLAYBOOKS = ("deploy.yml", "rollback.yml")
 STAT_KEYS = ("ok", "changed", "failures", "unreachable", "skipped", "rescued", "ignored")
 
 
@@ -139,6 +142,8 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]  # ansible-core ships 
             "stats": per_host,
         }
         report_dir = self._reports_dir() / self.run_id
+        if not report_dir.is_dir() and not any(Path(p).name in ROLLOUT_PLAYBOOKS for p in self.playbooks):
+            return
         report_dir.mkdir(parents=True, exist_ok=True)
         tmp = report_dir / ".run.json.tmp"
         tmp.write_text(json.dumps(run, indent=2, sort_keys=True) + "\n", encoding="utf-8")
