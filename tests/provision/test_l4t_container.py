@@ -10,6 +10,7 @@ the one that must be refused before apt runs. Needs podman and the sim image; sk
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,9 @@ from pathlib import Path
 import pytest
 from provision_podman import (
     REPO,
+    VENV_BIN,
     playbook,
+    podman_env,
     remove,
     sh,
     start,
@@ -86,6 +89,43 @@ def _out(run: object) -> str:
     return run.stdout + run.stderr  # type: ignore[attr-defined]
 
 
+FULL_L4T = (
+    '{"jetson_provision_install_packages": false, "jetson_provision_nvpmodel_mode": 2,'
+    ' "jetson_provision_jetson_clocks": true, "jetson_provision_isolcpus": true,'
+    ' "jetson_provision_isolcpus_cpus": "3"}'
+)
+STATE = "cat /var/lib/nvpmodel/status /boot/extlinux/extlinux.conf; ls /etc/systemd/system; getent passwd jetpolicy"
+
+
+def test_check_mode_on_fresh_robot_changes_nothing(fake_orin: str, inventory: Path) -> None:
+    """Check mode with every L4T step on succeeds, says a reboot would be needed, changes nothing."""
+    before = sh(fake_orin, STATE).stdout
+    run = playbook(inventory, PLAY, "--check", "-e", FULL_L4T)
+    output = _out(run)
+    assert run.returncode == 0, output
+    assert f"{HOST}: would need a reboot: isolcpus=3" in output, output
+    assert sh(fake_orin, STATE).stdout == before
+
+
+def test_nvpmodel_reboot_mode_is_staged_when_reboots_are_allowed(fake_orin: str, tmp_path: Path) -> None:
+    """With stage_for_reboot the reboot-only mode becomes the boot default (the play then reboots)."""
+    sh(fake_orin, "cp /etc/nvpmodel.conf /root/nvp.bak && cp /var/lib/nvpmodel/status /root/status.bak")
+    try:
+        inventory = write_inventory(tmp_path / "hosts.yml", HOST, fake_orin)
+        run = subprocess.run(
+            [str(VENV_BIN / "ansible"), "-i", str(inventory), HOST, "-b", "-m", "jetpolicy_nvpmodel",
+             "-a", "mode=3 stage_for_reboot=true"],
+            cwd=REPO, env=podman_env(), capture_output=True, text=True, check=False, timeout=300,
+        )
+        output = run.stdout + run.stderr
+        assert run.returncode == 0, output
+        assert '"staged": true' in output and '"reboot_required": true' in output, output
+        assert "< PM_CONFIG DEFAULT=3 >" in sh(fake_orin, "cat /etc/nvpmodel.conf").stdout
+        assert sh(fake_orin, "test -e /var/lib/nvpmodel/status").returncode != 0
+    finally:
+        sh(fake_orin, "mv /root/nvp.bak /etc/nvpmodel.conf && mv /root/status.bak /var/lib/nvpmodel/status")
+
+
 def test_mismatched_apt_source_is_refused_before_apt(fake_orin: str, inventory: Path) -> None:
     """An r35 NVIDIA source on an R36 robot stops the host before any package is installed."""
     source = "/etc/apt/sources.list.d/nvidia-l4t-apt-source.list"
@@ -107,9 +147,7 @@ def test_l4t_steps_apply_then_fail_on_pending_isolcpus_reboot(fake_orin: str, in
         inventory,
         PLAY,
         "-e",
-        '{"jetson_provision_install_packages": false, "jetson_provision_nvpmodel_mode": 2,'
-        ' "jetson_provision_jetson_clocks": true, "jetson_provision_isolcpus": true,'
-        ' "jetson_provision_isolcpus_cpus": "3"}',
+        FULL_L4T,
     )
     output = _out(run)
     assert run.returncode == 2, output
