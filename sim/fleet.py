@@ -128,6 +128,9 @@ def write_inventory(robots: Sequence[tuple[str, str, str]], key: Path, known_hos
         for name, address in members:
             lines.append(f"            {name}:")
             lines.append(f"              ansible_host: {address}")
+    # The first robot takes new releases first (deploy.yml switches the canary group first).
+    if robots:
+        lines += ["    canary:", "      hosts:", f"        {robots[0][0]}:"]
     INVENTORY.parent.mkdir(parents=True, exist_ok=True)
     INVENTORY.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

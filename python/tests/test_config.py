@@ -85,3 +85,18 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     bad.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(bad)
+
+
+def test_engine_for_release_substitutes_the_release_id(tmp_path: Path) -> None:
+    """`{release}` in the engine path picks the engine built for the active release, if it exists."""
+    from jetpolicy.config import engine_for_release
+
+    release = tmp_path / "releases" / "abc123"
+    release.mkdir(parents=True)
+    engines = tmp_path / "engines" / "by-release"
+    engines.mkdir(parents=True)
+    template = engines / "{release}.engine"
+    assert engine_for_release(template, release) is None
+    (engines / "abc123.engine").write_bytes(b"plan")
+    assert engine_for_release(template, release) == engines / "abc123.engine"
+    assert engine_for_release(None, release) is None

@@ -244,3 +244,16 @@ def load_config(path: Path) -> RunnerConfig:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"runner config {path} is not valid JSON: {exc}", "fix the JSON syntax") from None
     return config_from_dict(raw, source=str(path), base=path.parent.resolve())
+
+
+def engine_for_release(engine: Optional[Path], release_dir: Path) -> Optional[Path]:
+    """The engine built for this release, or None when there is none.
+
+    `engine` may contain `{release}`: engines are built per release on the robot and linked as
+    `engines/by-release/<release id>.engine`, so a rollback that switches `current` back also
+    switches the engine without touching the config.
+    """
+    if engine is None:
+        return None
+    path = Path(str(engine).replace("{release}", release_dir.name))
+    return path if path.is_file() else None

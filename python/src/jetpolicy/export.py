@@ -225,7 +225,7 @@ def state_as_io(module: Any, observation_count: int, output_count: int, buffers:
         obs_args=", ".join(obs),
         returns=", ".join(outs + [f"self.inner.{b}.clone()" for b in buffers]),
     )
-    with tempfile.TemporaryDirectory(prefix="jetpolicy-wrap-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="jetpolicy-wrap-") as tmp, warnings.catch_warnings():
         path = Path(tmp) / "jetpolicy_state_wrapper.py"
         path.write_text(source, encoding="utf-8")
         mod_name = f"_jetpolicy_state_wrapper_{id(module)}"
@@ -234,6 +234,7 @@ def state_as_io(module: Any, observation_count: int, output_count: int, buffers:
         generated = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = generated
         try:
+            warnings.simplefilter("ignore", DeprecationWarning)
             spec.loader.exec_module(generated)
             scripted_inner = (
                 module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
@@ -363,7 +364,10 @@ def load_source(checkpoint: Path, torchscript: bool, module_factory: Optional[st
         raise ExportError(f"checkpoint {checkpoint} does not exist", "pass the path to the saved model")
     if torchscript:
         try:
-            return torch.jit.load(str(checkpoint), map_location="cpu")  # type: ignore[no-untyped-call]
+            with warnings.catch_warnings():
+                # torch marks TorchScript deprecated, but it is how recurrent policies ship today.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(str(checkpoint), map_location="cpu")  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise ExportError(
                 f"{checkpoint} is not a TorchScript file: {exc}",

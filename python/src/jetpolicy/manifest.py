@@ -229,7 +229,9 @@ def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
     state_inputs = {p.input for p in state}
     state_outputs = {p.output for p in state}
     inputs = [TensorSpec(t.name, t.shape, t.dtype, "state") if t.name in state_inputs else t for t in inputs]
-    outputs = [TensorSpec(t.name, t.shape, t.dtype, "state") if t.name in state_outputs else t for t in outputs]
+    outputs = [
+        TensorSpec(t.name, t.shape, t.dtype, "state") if t.name in state_outputs else t for t in outputs
+    ]
     if not any(t.role == "observation" for t in inputs):
         raise ManifestError(f"{source}: no input has role 'observation'", "mark the observation inputs")
     if not any(t.role == "action" for t in outputs):
@@ -252,7 +254,9 @@ def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
         if spec is None:
             raise ManifestError(f"{source}: action transform for unknown output '{tname}'", "fix the name")
         fields = {
-            key: _floats(tr[key], spec.size, f"action[{tname}].{key}", source) if tr.get(key) is not None else None
+            key: _floats(tr[key], spec.size, f"action[{tname}].{key}", source)
+            if tr.get(key) is not None
+            else None
             for key in ("scale", "offset", "low", "high")
         }
         low, high = fields["low"], fields["high"]

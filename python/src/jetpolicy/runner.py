@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - Python 3.7 is not supported
     from typing_extensions import Protocol  # type: ignore[assignment]
 
-from .config import RunnerConfig, TransportConfig, default_spin_us, load_config
+from .config import RunnerConfig, TransportConfig, default_spin_us, engine_for_release, load_config
 from .errors import JetpolicyError
 from .manifest import TensorSpec
 from .realtime import RealtimeResult, apply_realtime
@@ -185,7 +185,8 @@ class Runner:
         config = self.config
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        policy = load_policy(config.release_dir, backend=config.backend, engine=config.engine)
+        release_dir = config.release_dir.resolve()
+        policy = load_policy(release_dir, backend=config.backend, engine=engine_for_release(config.engine, release_dir))
         self.policy = policy
         rate = config.rate_hz or policy.manifest.control_rate_hz
         self.rate_hz = rate
