@@ -1,0 +1,81 @@
+"""Helpers for tests that drive the real playbooks against the simulated fleet (podman robots)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+ROBOTS = ["sim-orin-1", "sim-orin-2", "sim-xavier-1"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["CONTAINERS_CONF"] = str(REPO / "sim" / "containers.conf")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    return env
+
+
+def run(argv: list[str], check: bool = False, timeout: int = 900) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def podman_exec(host: str, *argv: str) -> str:
+    proc = subprocess.run(["podman", "exec", host, *argv], check=False, capture_output=True, text=True, env=_env())
+    return proc.stdout.strip()
+
+
+class Robot:
+    """What a test can observe on one sim robot, read straight from the container."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def current(self) -> str | None:
+        target = podman_exec(self.name, "readlink", "/opt/jetpolicy/current")
+        return target.rsplit("/", 1)[-1] if target else None
+
+    def releases(self) -> list[str]:
+        return podman_exec(self.name, "ls", "/opt/jetpolicy/releases").split()
+
+    def active(self) -> str:
+        return podman_exec(self.name, "systemctl", "is-active", "jetpolicy-runner")
+
+    def main_pid(self) -> int:
+        return int(podman_exec(self.name, "systemctl", "show", "-p", "MainPID", "--value", "jetpolicy-runner") or 0)
+
+    def status(self) -> dict[str, object]:
+        raw = podman_exec(self.name, "cat", "/run/jetpolicy/status.json")
+        return json.loads(raw) if raw else {}
+
+    def history(self) -> list[dict[str, object]]:
+        raw = podman_exec(self.name, "cat", "/opt/jetpolicy/history.jsonl")
+        return [json.loads(line) for line in raw.splitlines() if line.strip()]
+
+    def snapshot(self) -> dict[str, object]:
+        return {"current": self.current(), "pid": self.main_pid(), "active": self.active()}
+
+
+def ansible_playbook(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return run([str(VENV_BIN / "ansible-playbook"), *args])
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """Per-host counters from the PLAY RECAP."""
+    result = {}
+    for host, counters in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, flags=re.MULTILINE):
+        result[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
+    return result
+
+
+def make_policy(path: Path, *extra: str) -> Path:
+    run([str(VENV_BIN / "jetpolicy"), "example", "--out", str(path), *extra], check=True)
+    return path
