@@ -53,7 +53,13 @@ def judge(
     if first.get("pid") != second.get("pid"):
         report.reasons.append("the runner restarted during the health window")
     ticks = int(second.get("ticks", 0)) - int(first.get("ticks", 0))
-    report.ticks_per_s = ticks / elapsed_s if elapsed_s > 0 else 0.0
+    # The runner writes its status every status_interval_s; timing the tick count by the writes'
+    # own timestamps (not by when this check read them) removes up to one interval of error.
+    written_s = float(second.get("updated_at", 0.0)) - float(first.get("updated_at", 0.0))
+    span_s = written_s if written_s > 0 else elapsed_s
+    report.ticks_per_s = ticks / span_s if span_s > 0 else 0.0
+    if written_s <= 0:
+        report.reasons.append(f"the status file was not updated during the {elapsed_s:.1f} s window")
     if rate <= 0:
         report.reasons.append("status has no control rate")
     elif report.ticks_per_s < min_rate_fraction * rate:

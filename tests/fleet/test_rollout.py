@@ -1,0 +1,139 @@
+"""Rollouts gated on benchmark facts, through `jetpolicy rollout` (ansible-runner) on the sim fleet."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fleetlib import VENV_BIN, Robot, ansible_playbook, make_policy, run
+from policies import write_opset23_policy
+
+pytestmark = pytest.mark.fleet
+
+
+def release_id(policy: Path) -> str:
+    return str(json.loads((policy / "policy.json").read_text())["sha256"])[:16]
+
+
+def rollout(policy: Path, *extra: str) -> tuple[int, str, str, dict[str, object]]:
+    """Run `jetpolicy rollout` on the whole fleet; return rc, stdout, stderr and the report JSON."""
+    proc = run([str(VENV_BIN / "jetpolicy"), "rollout", "--limit", "robots", "--policy", str(policy), *extra])
+    match = re.findall(r"(\S+/reports/[^/\s]+)/report\.md", proc.stdout + proc.stderr)
+    assert match, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads((Path(match[-1]) / "report.json").read_text())
+    return proc.returncode, proc.stdout, proc.stderr, report
+
+
+def host_verdicts(report: dict[str, object]) -> dict[str, str]:
+    return {h["host"]: h["verdict"] for h in report["hosts"]}  # type: ignore[index,union-attr]
+
+
+@pytest.fixture(scope="module")
+def good_fleet(fleet: dict[str, Robot], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every robot promoted to a known-good policy, the state the failure tests start from."""
+    policy = make_policy(tmp_path_factory.mktemp("good") / "p", "--seed", "21")
+    rc, out, err, _report = rollout(policy)
+    assert rc == 0, out[-3000:] + err
+    return policy
+
+
+def test_good_policy_is_promoted_on_every_robot(fleet: dict[str, Robot], good_fleet: Path) -> None:
+    """The good rollout's report says every host was promoted (or already on the release)."""
+    rc, _out, err, report = rollout(good_fleet)  # same policy again: nothing to switch
+    assert rc == 0, err
+    for robot in fleet.values():
+        assert robot.current() == release_id(good_fleet)
+        assert robot.active() == "active"
+    assert set(host_verdicts(report).values()) <= {"promoted", "unchanged"}
+
+
+def _others_unchanged(fleet: dict[str, Robot], canary: str, before: dict[str, dict[str, object]]) -> None:
+    for name, robot in fleet.items():
+        if name != canary:
+            assert robot.snapshot() == before[name], f"{name} was touched"
+
+
+def _canary_back_and_ticking(robot: Robot, release: str) -> None:
+    assert robot.current() == release
+    assert robot.active() == "active"
+    status = robot.status()
+    assert status["state"] == "running" and status["pid"] == robot.main_pid()
+    assert robot.history()[-1]["action"] == "rollback"
+
+
+def test_too_slow_policy_fails_the_canary_timing_gate(
+    fleet: dict[str, Robot], good_fleet: Path, tmp_path: Path
+) -> None:
+    """A real, larger model at 1 kHz misses the timing budget on the canary, which is rolled back."""
+    slow = make_policy(tmp_path / "slow", "--hidden", "2048", "2048", "2048", "--rate-hz", "1000", "--seed", "3")
+    before = {name: robot.snapshot() for name, robot in fleet.items()}
+    rc, _out, err, report = rollout(slow)
+    assert rc != 0
+    assert "sim-orin-1" in err and "timing" in err
+    _canary_back_and_ticking(fleet["sim-orin-1"], release_id(good_fleet))
+    _others_unchanged(fleet, "sim-orin-1", before)
+    canary = next(h for h in report["hosts"] if h["host"] == "sim-orin-1")  # type: ignore[union-attr]
+    assert canary["verdict"] == "rolled_back"
+    assert canary["gates"]["timing"]["passed"] is False
+    assert canary["gates"]["timing"]["latency_p99_us"] > canary["gates"]["timing"]["budget_us"]
+
+
+def test_policy_that_crashes_on_start_is_rolled_back(
+    fleet: dict[str, Robot], good_fleet: Path, tmp_path: Path
+) -> None:
+    """An opset-23 model the xavier robot's onnxruntime cannot load crashes the runner: rolled back."""
+    crashing = write_opset23_policy(tmp_path / "opset23")
+    before = {name: robot.snapshot() for name, robot in fleet.items()}
+    rc, _out, err, report = rollout(crashing, "-e", "jetpolicy_canary=sim-xavier-1")
+    assert rc != 0
+    assert "sim-xavier-1" in err
+    _canary_back_and_ticking(fleet["sim-xavier-1"], release_id(good_fleet))
+    _others_unchanged(fleet, "sim-xavier-1", before)
+    assert host_verdicts(report)["sim-xavier-1"] == "rolled_back"
+
+
+def test_model_disagreeing_with_its_reference_fails_parity(
+    fleet: dict[str, Robot], good_fleet: Path, tmp_path: Path
+) -> None:
+    """A release whose deployed model computes other numbers than its reference fails parity."""
+    policy = make_policy(tmp_path / "p", "--seed", "31")
+    other = make_policy(tmp_path / "other", "--seed", "32")
+    # The reference shipped with the release was computed from a different model of the same
+    # shape: what a miscompiled or swapped artifact looks like on the robot.
+    cache = tmp_path / "reference-cache"
+    target = cache / release_id(policy) / "reference.npz"
+    target.parent.mkdir(parents=True)
+    proc = run([str(VENV_BIN / "jetpolicy"), "reference", "--model", str(other / "policy.onnx"),
+                "--manifest", str(other / "policy.json"), "--out", str(target)])
+    assert proc.returncode == 0, proc.stderr
+    with np.load(target) as data:
+        arrays = dict(data)
+    arrays["manifest_sha256"] = np.array(json.loads((policy / "policy.json").read_text())["sha256"])
+    with target.open("wb") as handle:
+        np.savez(handle, **arrays)
+    before = {name: robot.snapshot() for name, robot in fleet.items()}
+    rc, _out, err, report = rollout(policy, "-e", f"policy_artifact_controller_cache={cache}")
+    assert rc != 0
+    assert "parity" in err
+    _canary_back_and_ticking(fleet["sim-orin-1"], release_id(good_fleet))
+    _others_unchanged(fleet, "sim-orin-1", before)
+    canary = next(h for h in report["hosts"] if h["host"] == "sim-orin-1")  # type: ignore[union-attr]
+    assert canary["gates"]["parity"]["passed"] is False
+
+
+def test_manual_rollback_goes_back_one_release(fleet: dict[str, Robot], good_fleet: Path, tmp_path: Path) -> None:
+    """`rollback.yml -l HOST` returns that host to the release before the current one, and only it."""
+    newer = make_policy(tmp_path / "newer", "--seed", "41")
+    proc = ansible_playbook("deploy.yml", "-l", "sim-orin-2", "-e", f"jetpolicy_policy_dir={newer}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    robot = fleet["sim-orin-2"]
+    assert robot.current() == release_id(newer)
+    others = {n: r.snapshot() for n, r in fleet.items() if n != "sim-orin-2"}
+    proc = ansible_playbook("rollback.yml", "-l", "sim-orin-2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert robot.current() == release_id(good_fleet)
+    assert robot.history()[-1]["reason"] == "manual rollback"
+    assert {n: fleet[n].snapshot() for n in others} == others
