@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The full test suite, from a fresh clone: installs what it needs (scripts/setup.sh), then runs
+# static checks, the jetpolicy package tests, the module/provision/rollout tests, the sim-fleet
+# integration tests (real playbooks against podman robots) and the Molecule scenarios.
+# Stages can be picked: scripts/test.sh lint unit fleet molecule (default: all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+export CONTAINERS_CONF="$PWD/sim/containers.conf"
+export ANSIBLE_CONFIG="$PWD/ansible.cfg"
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(lint unit fleet molecule)
+
+run_stage() {
+  local name="$1"; shift
+  local start=$SECONDS
+  echo "=== $name"
+  "$@"
+  echo "=== $name passed in $((SECONDS - start)) s"
+}
+
+lint() {
+  ruff check python/src python/tests tests sim bench
+  (cd python && mypy)
+  ansible-lint --profile production --offline -q
+}
+
+unit() {
+  (cd python && pytest -q -p no:cacheprovider)
+  pytest -q -p no:cacheprovider tests/modules tests/provision tests/rollout
+}
+
+fleet() {
+  python3 sim/fleet.py up
+  pytest -q -p no:cacheprovider tests/fleet
+}
+
+molecule_scenarios() {
+  molecule test -s default
+  molecule test -s provision
+}
+
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    lint) run_stage lint lint ;;
+    unit) run_stage unit unit ;;
+    fleet) run_stage fleet fleet ;;
+    molecule) run_stage molecule molecule_scenarios ;;
+    *) echo "unknown stage $stage (lint, unit, fleet, molecule)" >&2; exit 2 ;;
+  esac
+done
+echo "all test stages passed"
