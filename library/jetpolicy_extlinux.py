@@ -14,7 +14,7 @@ description:
   - Sets C(isolcpus=), C(nohz_full=) and C(rcu_nocbs=) on the APPEND line of the default boot
     entry of C(/boot/extlinux/extlinux.conf), or removes them with O(state=absent).
   - Only that APPEND line changes; the file is replaced atomically. Takes effect at the next
-    boot: the caller decides whether to reboot (RV(reboot_required)).
+    boot, and the caller decides whether to reboot (RV(reboot_required)).
 options:
   path:
     description: The extlinux configuration.

@@ -24,7 +24,7 @@ Sources (version strings are what ``dpkg -l`` prints on such robots):
   ``cuda-cudart-11-4 11.4.298-1``), of JetPack 6.0 sysroots (``libnvinfer8 8.6.2.3-1+cuda12.2``,
   ``libcudnn8 8.9.4.25-1+cuda12.2``) and of JetPack 6.1/6.2 robots (``libnvinfer10
   10.3.0.30-1+cuda12.5``, ``libcudnn9-cuda-12 9.3.0.75-1``, ``cuda-cudart-12-6 12.6.68-1``).
-- /work/shared/fixtures/trtexec/README.md: trtexec is ``/usr/src/tensorrt/bin/trtexec``
+- ../shared/fixtures/trtexec/README.md: trtexec is ``/usr/src/tensorrt/bin/trtexec``
   (package ``libnvinfer-bin``), JetPack 5.1.x = TRT 8.5.2, 6.0 = 8.6.2, 6.1/6.2 = 10.3.0.
 The CUDA runtime's package name already fixes CUDA major.minor; its patch level is matched
 with an apt glob because it differs between point releases of one JetPack.

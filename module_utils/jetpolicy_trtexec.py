@@ -6,7 +6,7 @@ Plain typed functions, no Ansible objects, so pytest can test them directly.
 Runs on the robot's Python 3.8+.
 
 Every output format parsed here is one shown in the recorded logs under
-``/work/shared/fixtures/trtexec/`` (real trtexec output) or printed by TensorRT's
+``../shared/fixtures/trtexec/`` (real trtexec output) or printed by TensorRT's
 own trtexec sources (``Engine built in N sec.``, ``Dynamic dimensions required
 for input``); nothing is guessed.
 """

@@ -2,7 +2,7 @@
 """TEST DOUBLE of NVIDIA's trtexec: replays a recorded log. Never shipped to robots.
 
 Environment:
-  REPLAY_LOG      recorded trtexec output to print (a file from /work/shared/fixtures/trtexec/)
+  REPLAY_LOG      recorded trtexec output to print (a file from ../shared/fixtures/trtexec/)
   REPLAY_RC       exit status (default: 0 when the log has '&&&& PASSED', else 1)
   REPLAY_ENGINE   'write' (default) writes --saveEngine, 'skip' writes nothing
   REPLAY_COUNTER  file that counts invocations (one line per run)

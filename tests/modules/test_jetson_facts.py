@@ -12,7 +12,7 @@ from ansible.module_utils.jetpolicy_jetson import (
     parse_nv_tegra_release,
     parse_nvpmodel_query,
 )
-from conftest import load_module
+from moduletest import load_module
 
 jetson_facts = load_module("jetson_facts")
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.module_utils import basic
-from conftest import LIBRARY, load_module
+from moduletest import LIBRARY, load_module
 
 MODULES = sorted(p.stem for p in LIBRARY.glob("*.py"))
 

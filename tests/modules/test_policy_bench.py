@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import load_module, write_executable
+from moduletest import load_module, write_executable
 
 policy_bench = load_module("policy_bench")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, HERE, load_module
+from moduletest import FIXTURES, HERE, load_module
 
 trtexec = load_module("trtexec")
 REPLAY = HERE / "replay_trtexec.py"

@@ -1,4 +1,4 @@
-"""trtexec log parsing against every recorded log in /work/shared/fixtures/trtexec/."""
+"""trtexec log parsing against every recorded log in ../shared/fixtures/trtexec/."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ansible.module_utils.jetpolicy_trtexec import (
     parse_export_times,
     parse_trtexec_log,
 )
-from conftest import FIXTURES, fixture_text
+from moduletest import FIXTURES, fixture_text
 
 
 def test_every_fixture_log_has_a_test() -> None:
