@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
+
 from jetpolicy.config import default_spin_us
 from jetpolicy.example import build_example
 from jetpolicy.policy import Policy, load_policy
@@ -42,7 +42,7 @@ class Trace:
         self.inference = np.zeros(capacity, dtype=np.int64)
         self.n = 0
 
-    def score(self, period_ns: int) -> Dict[str, float]:
+    def score(self, period_ns: int) -> dict[str, float]:
         n = self.n
         start, end, deadline = self.start[:n], self.end[:n], self.deadline[:n]
         mean_period = (start[-1] - start[0]) / (n - 1)
@@ -121,7 +121,7 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.3f}"
 
 
-def table(rate: float, runner: Dict[str, float], naive: Dict[str, float]) -> str:
+def table(rate: float, runner: dict[str, float], naive: dict[str, float]) -> str:
     rows = [
         ("ticks", "ticks", "{:.0f}"),
         ("mean-period drift %", "drift_pct", "{:+.4f}"),
@@ -139,7 +139,7 @@ def table(rate: float, runner: Dict[str, float], naive: Dict[str, float]) -> str
     return "\n".join(lines) + "\n"
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -154,7 +154,7 @@ def main(argv: List[str]) -> int:
     if args.fifo_priority is not None:
         # Same priority for both loops so the comparison stays about the loop design.
         print(set_fifo_priority(args.fifo_priority).detail + " (both loops)", flush=True)
-    results: Dict[str, Dict[str, Dict[str, float]]] = {}
+    results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="jetpolicy-bench-") as tmp:
         release = Path(tmp)
         build_example(release, obs=48, hidden=(256, 256), act=12)

@@ -20,15 +20,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO / ".sim"
 INVENTORY = REPO / "inventory" / "sim" / "hosts.yml"
 LABEL = "jetpolicy.sim=fleet"
 # orin_robots stand in for JetPack 6 (newer Debian), xavier_robots for JetPack 5 (older Debian).
-PLATFORMS: Dict[str, str] = {"orin": "bookworm", "xavier": "bullseye"}
+PLATFORMS: dict[str, str] = {"orin": "bookworm", "xavier": "bullseye"}
 # Hosts here cannot raise rlimits above their hard limits, and crun fails on their cgroups.
 PODMAN_RUN_FLAGS = [
     "--systemd=always",
@@ -46,7 +46,7 @@ def podman(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
     return proc.stdout.decode()
 
 
-def robot_names(orin: int, xavier: int) -> List[tuple[str, str]]:
+def robot_names(orin: int, xavier: int) -> list[tuple[str, str]]:
     return [(f"sim-orin-{i}", "orin") for i in range(1, orin + 1)] + [
         (f"sim-xavier-{i}", "xavier") for i in range(1, xavier + 1)
     ]
@@ -63,7 +63,7 @@ def fleet_key() -> Path:
     return key
 
 
-def running_containers() -> List[Dict[str, str]]:
+def running_containers() -> list[dict[str, str]]:
     out = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "json")
     rows = json.loads(out or "[]")
     return [{"name": r["Names"][0], "state": r["State"]} for r in rows]
@@ -92,8 +92,9 @@ def start_robot(name: str, platform: str, public_key: str) -> str:
     wait_for_systemd(name)
     # Containers from one image would share host keys; make this robot's own, once.
     podman("exec", name, "sh", "-c",
-           "test -e /etc/ssh/.jetpolicy-own-hostkeys || { rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null"
-           " && touch /etc/ssh/.jetpolicy-own-hostkeys; }; systemctl reset-failed ssh; systemctl restart ssh")
+           "test -e /etc/ssh/.jetpolicy-own-hostkeys || { rm -f /etc/ssh/ssh_host_*"
+           " && ssh-keygen -A >/dev/null && touch /etc/ssh/.jetpolicy-own-hostkeys; }"
+           "; systemctl reset-failed ssh; systemctl restart ssh")
     podman("exec", "-i", name, "sh", "-c",
            "cat > /home/robot/.ssh/authorized_keys && chown robot:robot /home/robot/.ssh/authorized_keys"
            " && chmod 0600 /home/robot/.ssh/authorized_keys", stdin=public_key.encode())
@@ -149,7 +150,9 @@ def cmd_up(args: argparse.Namespace) -> None:
     for name, platform in wanted:
         robots.append((name, platform, start_robot(name, platform, public_key)))
     known_hosts = STATE_DIR / "known_hosts"
-    known_hosts.write_text("".join(f"{addr} {host_key(name)}\n" for name, _, addr in robots), encoding="utf-8")
+    known_hosts.write_text(
+        "".join(f"{addr} {host_key(name)}\n" for name, _, addr in robots), encoding="utf-8"
+    )
     write_inventory(robots, key, known_hosts)
     for name, platform, address in robots:
         print(f"{name:16} {platform:7} {address}")
@@ -169,7 +172,9 @@ def cmd_status(_: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start (or reuse) the fleet and write the inventory")
     up.add_argument("--orin", type=int, default=int(os.environ.get("JETPOLICY_SIM_ORIN", "2")))

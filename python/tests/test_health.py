@@ -11,7 +11,9 @@ from typing import Any, Dict
 from jetpolicy.health import check, judge
 
 
-def status(ticks: int, updated_at: float, pid: int = 42, state: str = "running", rate: float = 100.0) -> Dict[str, Any]:
+def status(
+    ticks: int, updated_at: float, pid: int = 42, state: str = "running", rate: float = 100.0
+) -> Dict[str, Any]:
     return {"ticks": ticks, "updated_at": updated_at, "pid": pid, "state": state, "rate_hz": rate}
 
 

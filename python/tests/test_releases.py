@@ -41,7 +41,7 @@ def test_switch_to_the_current_release_changes_nothing(tmp_path: Path) -> None:
 def test_incomplete_release_is_refused(tmp_path: Path) -> None:
     """A release without its model is never made current."""
     (tmp_path / "releases" / "half").mkdir(parents=True)
-    with pytest.raises(JetpolicyError, match="missing policy.onnx"):
+    with pytest.raises(JetpolicyError, match=r"missing policy\.onnx"):
         switch_release(tmp_path, "half", "deploy")
     assert current_release(tmp_path) is None
 

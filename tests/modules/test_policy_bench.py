@@ -21,9 +21,8 @@ def fake_venv(tmp_path: Path, stdout: str, rc: int = 0, stderr: str = "progress 
     args_file = tmp_path / "bench-args.json"
     write_executable(venv / "bin/jetpolicy", (
         "#!/usr/bin/env python3\nimport json, sys\n"
-        "json.dump(sys.argv[1:], open(%r, 'w'))\n"
-        "sys.stderr.write(%r + '\\n')\nsys.stdout.write(%r)\nsys.exit(%d)\n") % (
-        str(args_file), stderr, stdout, rc))
+        f"json.dump(sys.argv[1:], open({str(args_file)!r}, 'w'))\n"
+        f"sys.stderr.write({stderr!r} + '\\n')\nsys.stdout.write({stdout!r})\nsys.exit({rc:d})\n"))
     return venv
 
 

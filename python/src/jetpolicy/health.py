@@ -48,7 +48,8 @@ def judge(
         report.reasons.append(f"runner state is {second.get('state')!r}, not 'running'")
     if expected_pid is not None and second.get("pid") != expected_pid:
         report.reasons.append(
-            f"status was written by pid {second.get('pid')}, the service's main pid is {expected_pid} (stale status)"
+            f"status was written by pid {second.get('pid')}, "
+            f"the service's main pid is {expected_pid} (stale status)"
         )
     if first.get("pid") != second.get("pid"):
         report.reasons.append("the runner restarted during the health window")

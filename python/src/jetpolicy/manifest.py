@@ -216,12 +216,14 @@ def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
         s_in, s_out = by_in.get(pair["input"]), by_out.get(pair["output"])
         if s_in is None or s_out is None:
             raise ManifestError(
-                f"{source}: state pair {pair['input']} -> {pair['output']} names a tensor that does not exist",
+                f"{source}: state pair {pair['input']} -> {pair['output']} "
+                "names a tensor that does not exist",
                 "use the model's input and output names",
             )
         if s_in.shape != s_out.shape:
             raise ManifestError(
-                f"{source}: state pair {s_in.name} {s_in.shape} -> {s_out.name} {s_out.shape} differ in shape",
+                f"{source}: state pair {s_in.name} {s_in.shape} -> {s_out.name} {s_out.shape} "
+                "differ in shape",
                 "the recurrent output must have the input's shape",
             )
         state.append(StatePair(input=s_in.name, output=s_out.name))

@@ -61,7 +61,8 @@ def _check_release(root: Path, release_id: str) -> None:
     missing = [name for name in REQUIRED_FILES if not (release / name).is_file()]
     if not release.is_dir() or missing:
         raise JetpolicyError(
-            f"release {release_id} is not complete in {root}/releases (missing {', '.join(missing) or 'directory'})",
+            f"release {release_id} is not complete in {root}/releases "
+            f"(missing {', '.join(missing) or 'directory'})",
             "stage it with deploy.yml before switching",
         )
 

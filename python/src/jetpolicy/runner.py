@@ -186,7 +186,8 @@ class Runner:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         release_dir = config.release_dir.resolve()
-        policy = load_policy(release_dir, backend=config.backend, engine=engine_for_release(config.engine, release_dir))
+        engine = engine_for_release(config.engine, release_dir)
+        policy = load_policy(release_dir, backend=config.backend, engine=engine)
         self.policy = policy
         rate = config.rate_hz or policy.manifest.control_rate_hz
         self.rate_hz = rate
