@@ -24,6 +24,7 @@ lint() {
   ruff check python/src python/tests tests sim bench
   (cd python && mypy)
   ansible-lint --profile production --offline -q
+  python3 scripts/role_docs.py --check
 }
 
 unit() {
