@@ -11,7 +11,10 @@ export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 setup:
 	bash scripts/setup.sh
 
-example: setup
+example: setup examples/build/mlp/policy.onnx
+
+# Built once; delete examples/build/ to rebuild (a new build is a new release).
+examples/build/mlp/policy.onnx:
 	$(VENV)/bin/jetpolicy example --out examples/build/mlp
 
 fleet: setup
