@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from jetpolicy.bench import measured_loop
 from jetpolicy.config import default_spin_us
 from jetpolicy.example import build_example
 from jetpolicy.policy import Policy, load_policy
 from jetpolicy.realtime import set_fifo_priority
-from jetpolicy.runner import ControlLoop, NullSink, warm_up
-from jetpolicy.scheduler import DeadlineScheduler
+from jetpolicy.runner import warm_up
 from jetpolicy.sources import SyntheticSource
-from jetpolicy.stats import LoopStats
 
 
 class Trace:
@@ -59,17 +58,9 @@ class Trace:
 
 def run_runner_loop(policy: Policy, rate_hz: float, duration_s: float, spin_us: int) -> Trace:
     """The service's own ControlLoop + DeadlineScheduler, timestamps copied out after each tick."""
-    period_s = 1.0 / rate_hz
-    scheduler = DeadlineScheduler(period_s, spin_us * 1e-6)
+    loop = measured_loop(policy, rate_hz, duration_s, spin_us)
+    scheduler = loop.scheduler
     capacity = int(duration_s * rate_hz) + 16
-    loop = ControlLoop(
-        policy,
-        scheduler,
-        SyntheticSource(policy.observation_specs, rate_hz),
-        NullSink(),
-        stale_after_ticks=1_000_000,
-        stats=LoopStats(scheduler.period_ns, capacity=capacity),
-    )
     trace = Trace(capacity)
     scheduler.start()
     end_ns = scheduler.first_release_ns + int(duration_s * 1e9)

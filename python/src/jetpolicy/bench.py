@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Dict, Optional, TextIO
 
 from .config import default_spin_us
 from .errors import ConfigError, JetpolicyError
@@ -20,6 +20,9 @@ from .runner import ControlLoop, NullSink, loop_metrics
 from .scheduler import DeadlineScheduler
 from .sources import SyntheticSource
 from .stats import LoopStats
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 # The progress bar is redrawn only when this much time is left before the next release.
 _PROGRESS_SLACK_NS = 300_000
@@ -57,6 +60,20 @@ def measure_loop(
         progress.write("\n")
 
 
+def measured_loop(policy: Policy, rate_hz: float, duration_s: float, spin_us: int) -> ControlLoop:
+    """The service's own loop on synthetic observations, with stats rings sized for the whole run
+    so the percentiles cover every tick, not a recent window."""
+    scheduler = DeadlineScheduler(1.0 / rate_hz, spin_us * 1e-6)
+    return ControlLoop(
+        policy,
+        scheduler,
+        SyntheticSource(policy.observation_specs, rate_hz),
+        NullSink(),
+        stale_after_ticks=1_000_000,
+        stats=LoopStats(scheduler.period_ns, capacity=int(duration_s * rate_hz) + 16),
+    )
+
+
 def run_bench(
     release_dir: Path,
     rate_hz: Optional[float] = None,
@@ -87,17 +104,7 @@ def run_bench(
             )
             measure_loop(warm, warmup_s)
         policy.reset_state()
-        scheduler = DeadlineScheduler(period_s, spin_us * 1e-6)
-        # Rings sized for the whole run so the percentiles cover every tick, not a recent window.
-        capacity = int(duration_s * rate) + 16
-        loop = ControlLoop(
-            policy,
-            scheduler,
-            SyntheticSource(policy.observation_specs, rate),
-            NullSink(),
-            stale_after_ticks=1_000_000,
-            stats=LoopStats(scheduler.period_ns, capacity=capacity),
-        )
+        loop = measured_loop(policy, rate, duration_s, spin_us)
         measure_loop(
             loop, duration_s, progress, label=f"bench {release_dir} at {rate:g} Hz for {duration_s:g} s"
         )
