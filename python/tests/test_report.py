@@ -157,3 +157,9 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     bad = write(tmp_path / "bad", rolled_back("sim-orin-1"))
     assert main(["report", str(bad)]) == 1
     assert "sim-orin-1 rolled back: timing gate" in capsys.readouterr().out
+
+
+def test_rerun_with_every_host_already_on_the_release_is_unchanged(tmp_path: Path) -> None:
+    """A no-change re-run is reported as unchanged and ok, not as a partial rollout."""
+    summary = render_report(write(tmp_path / "run5", record("sim-orin-1", "unchanged"), record("sim-orin-2", "unchanged")))
+    assert summary.ok and summary.verdict == "unchanged"

@@ -172,3 +172,22 @@ def test_required_realtime_refusal_fails_start(tmp_path: Path, example_release: 
     )
     assert done.returncode == 2
     assert "cpu_affinity" in done.stderr and "errno" in done.stderr
+
+
+def test_policy_too_slow_for_its_rate_still_reports_status(tmp_path: Path) -> None:
+    """A policy that overruns every period keeps writing its status (overruns and all), so the
+    health gate sees a slow policy rather than a silent one."""
+    from jetpolicy.example import build_example
+
+    release = tmp_path / "slow"
+    build_example(release, hidden=(1024, 1024, 1024), rate_hz=5000.0)
+    config = write_config(tmp_path, release, rate_hz=5000, status_interval_s=0.2)
+    proc = start(config, None, "--duration-s", "3")
+    try:
+        first = wait_status(tmp_path / "status.json", lambda s: s.get("ticks", 0) > 0)
+        later = wait_status(
+            tmp_path / "status.json", lambda s: s["updated_at"] >= first["updated_at"] + 0.5, timeout_s=5
+        )
+        assert later["overruns"] > 0 and later["skipped_periods"] > 0
+    finally:
+        proc.wait(timeout=30)

@@ -161,7 +161,11 @@ def overall(outcomes: List[HostOutcome]) -> Tuple[bool, str, str]:
     targets = sorted({str(o.record["target_release"]) for o in outcomes if o.record.get("target_release")})
     parts = ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in sorted(counts.items()))
     reason = f"{len(outcomes)} host(s): {parts}" + (f" to {', '.join(targets)}" if targets else "")
-    verdict = "promoted" if set(counts) == {"promoted"} else "partial"
+    # A re-run that finds every host already on the release is as good as a promotion.
+    if set(counts) <= {"promoted", "unchanged"}:
+        verdict = "promoted" if "promoted" in counts else "unchanged"
+    else:
+        verdict = "partial"
     return True, verdict, reason
 
 
@@ -214,7 +218,7 @@ def _short(release: Any) -> str:
 
 
 def _verdict_cell(verdict: str) -> str:
-    mark = BAD_MARK if verdict in BAD_VERDICTS else (OK_MARK if verdict == "promoted" else NO_MARK)
+    mark = BAD_MARK if verdict in BAD_VERDICTS else (OK_MARK if verdict in ("promoted", "unchanged") else NO_MARK)
     return f"{mark} {verdict.replace('_', ' ')}"
 
 

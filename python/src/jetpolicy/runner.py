@@ -243,7 +243,10 @@ class Runner:
                 # Pinged from inside the loop: a stuck loop stops pinging and systemd restarts it.
                 self.notifier.watchdog()
                 next_ping = now + watchdog_ns
-            if now >= next_status and loop.slack_ns() > HOUSEKEEPING_BUDGET_NS:
+            # Deferred while a tick is due, but never past a second interval: a policy too slow
+            # for its rate has no slack at all, and its status is exactly what must be seen.
+            overdue = now >= next_status + interval_ns
+            if now >= next_status and (loop.slack_ns() > HOUSEKEEPING_BUDGET_NS or overdue):
                 self.writer.write(self.snapshot())
                 self.notifier.status(self.status_line())
                 next_status = now + interval_ns
