@@ -161,5 +161,6 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 def test_rerun_with_every_host_already_on_the_release_is_unchanged(tmp_path: Path) -> None:
     """A no-change re-run is reported as unchanged and ok, not as a partial rollout."""
-    summary = render_report(write(tmp_path / "run5", record("sim-orin-1", "unchanged"), record("sim-orin-2", "unchanged")))
+    records = [record("sim-orin-1", "unchanged"), record("sim-orin-2", "unchanged")]
+    summary = render_report(write(tmp_path / "run5", *records))
     assert summary.ok and summary.verdict == "unchanged"

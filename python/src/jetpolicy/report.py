@@ -218,7 +218,8 @@ def _short(release: Any) -> str:
 
 
 def _verdict_cell(verdict: str) -> str:
-    mark = BAD_MARK if verdict in BAD_VERDICTS else (OK_MARK if verdict in ("promoted", "unchanged") else NO_MARK)
+    good = verdict in ("promoted", "unchanged")
+    mark = BAD_MARK if verdict in BAD_VERDICTS else (OK_MARK if good else NO_MARK)
     return f"{mark} {verdict.replace('_', ' ')}"
 
 
