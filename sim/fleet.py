@@ -69,7 +69,20 @@ def running_containers() -> list[dict[str, str]]:
     return [{"name": r["Names"][0], "state": r["State"]} for r in rows]
 
 
-def wait_for_systemd(name: str, timeout_s: float = 60.0) -> None:
+def is_alive(name: str) -> bool:
+    """Whether the container's processes really run.
+
+    Podman keeps its state on disk: after the machine is restored from a snapshot or rebooted,
+    a container can be listed as running while its processes are gone ("cannot exec in a
+    stopped container"). Only an exec tells the two apart.
+    """
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(REPO / "sim" / "containers.conf"))
+    probe = subprocess.run(["podman", "exec", name, "true"], capture_output=True, env=env)
+    return probe.returncode == 0
+
+
+def wait_for_systemd(name: str, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     state = ""
     while time.monotonic() < deadline:
@@ -77,13 +90,20 @@ def wait_for_systemd(name: str, timeout_s: float = 60.0) -> None:
         if state in ("running", "degraded"):
             return
         time.sleep(0.5)
-    raise SystemExit(f"sim fleet: {name} did not finish booting (systemd state {state!r})")
+    logs = podman("logs", "--tail", "20", name, check=False).strip()
+    raise SystemExit(
+        f"sim fleet: {name} did not finish booting within {timeout_s:.0f} s (systemd state {state!r}).\n"
+        f"Last lines of its console:\n{logs or '(none)'}\n"
+        "Fix: `python3 sim/fleet.py down` and `up` again; if it repeats, rebuild the image with"
+        " `podman rmi localhost/jetpolicy-sim:<suite>` and `bash sim/build-image.sh`."
+    )
 
 
 def start_robot(name: str, platform: str, public_key: str) -> str:
     existing = {c["name"]: c["state"] for c in running_containers()}
-    if name in existing and existing[name] != "running":
-        podman("rm", "-f", name)
+    if name in existing and (existing[name] != "running" or not is_alive(name)):
+        print(f"{name}: replacing a container that is not running ({existing[name]} on record)")
+        podman("rm", "-f", "-t", "0", name)
         existing.pop(name)
     if name not in existing:
         image = f"localhost/jetpolicy-sim:{PLATFORMS[platform]}"
