@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,10 +36,14 @@ PODMAN_RUN_FLAGS = [
 ]
 
 
-def podman(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
+def run_podman(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     env = dict(os.environ)
     env.setdefault("CONTAINERS_CONF", str(REPO / "sim" / "containers.conf"))
-    proc = subprocess.run(["podman", *args], input=stdin, capture_output=True, env=env)
+    return subprocess.run(["podman", *args], input=stdin, capture_output=True, env=env)
+
+
+def podman(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
+    proc = run_podman(*args, stdin=stdin)
     if check and proc.returncode != 0:
         raise SystemExit(f"sim fleet: podman {' '.join(args[:3])} failed: {proc.stderr.decode().strip()}")
     return proc.stdout.decode()
@@ -76,10 +79,14 @@ def is_alive(name: str) -> bool:
     a container can be listed as running while its processes are gone ("cannot exec in a
     stopped container"). Only an exec tells the two apart.
     """
-    env = dict(os.environ)
-    env.setdefault("CONTAINERS_CONF", str(REPO / "sim" / "containers.conf"))
-    probe = subprocess.run(["podman", "exec", name, "true"], capture_output=True, env=env)
-    return probe.returncode == 0
+    return run_podman("exec", name, "true").returncode == 0
+
+
+def remove_container(name: str) -> None:
+    # With a dead container still on record as running, the first `rm` fails ("container state
+    # improper: stopped") but brings podman's record in line with the runtime; the second succeeds.
+    if run_podman("rm", "-f", "-t", "0", name).returncode != 0:
+        podman("rm", "-f", "-t", "0", name)
 
 
 def wait_for_systemd(name: str, timeout_s: float = 90.0) -> None:
@@ -103,7 +110,7 @@ def start_robot(name: str, platform: str, public_key: str) -> str:
     existing = {c["name"]: c["state"] for c in running_containers()}
     if name in existing and (existing[name] != "running" or not is_alive(name)):
         print(f"{name}: replacing a container that is not running ({existing[name]} on record)")
-        podman("rm", "-f", "-t", "0", name)
+        remove_container(name)
         existing.pop(name)
     if name not in existing:
         image = f"localhost/jetpolicy-sim:{PLATFORMS[platform]}"
@@ -207,4 +214,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
