@@ -23,6 +23,7 @@ run_stage() {
 lint() {
   ruff check python/src python/tests tests sim bench
   (cd python && mypy)
+  mypy --strict sim bench tests/fleet
   ansible-lint --profile production --offline -q
   python3 scripts/role_docs.py --check
 }

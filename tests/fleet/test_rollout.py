@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ def release_id(policy: Path) -> str:
     return str(json.loads((policy / "policy.json").read_text())["sha256"])[:16]
 
 
-def rollout(policy: Path, *extra: str) -> tuple[int, str, str, dict[str, object]]:
+def rollout(policy: Path, *extra: str) -> tuple[int, str, str, dict[str, Any]]:
     """Run `jetpolicy rollout` on the whole fleet; return rc, stdout, stderr and the report JSON."""
     proc = run([str(VENV_BIN / "jetpolicy"), "rollout", "--limit", "robots", "--policy", str(policy), *extra])
     match = re.findall(r"(\S+/reports/[^/\s]+)/report\.md", proc.stdout + proc.stderr)
@@ -27,8 +28,8 @@ def rollout(policy: Path, *extra: str) -> tuple[int, str, str, dict[str, object]
     return proc.returncode, proc.stdout, proc.stderr, report
 
 
-def host_verdicts(report: dict[str, object]) -> dict[str, str]:
-    return {h["host"]: h["verdict"] for h in report["hosts"]}  # type: ignore[index,union-attr]
+def host_verdicts(report: dict[str, Any]) -> dict[str, str]:
+    return {h["host"]: h["verdict"] for h in report["hosts"]}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_too_slow_policy_fails_the_canary_timing_gate(
     assert "sim-orin-1" in err and "timing" in err
     _canary_back_and_ticking(fleet["sim-orin-1"], release_id(good_fleet))
     _others_unchanged(fleet, "sim-orin-1", before)
-    canary = next(h for h in report["hosts"] if h["host"] == "sim-orin-1")  # type: ignore[union-attr]
+    canary = next(h for h in report["hosts"] if h["host"] == "sim-orin-1")
     assert canary["verdict"] == "rolled_back"
     assert canary["gates"]["timing"]["passed"] is False
     assert canary["gates"]["timing"]["latency_p99_us"] > canary["gates"]["timing"]["budget_us"]
@@ -120,7 +121,7 @@ def test_model_disagreeing_with_its_reference_fails_parity(
     assert "parity" in err
     _canary_back_and_ticking(fleet["sim-orin-1"], release_id(good_fleet))
     _others_unchanged(fleet, "sim-orin-1", before)
-    canary = next(h for h in report["hosts"] if h["host"] == "sim-orin-1")  # type: ignore[union-attr]
+    canary = next(h for h in report["hosts"] if h["host"] == "sim-orin-1")
     assert canary["gates"]["parity"]["passed"] is False
 
 
