@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from jetpolicy.errors import JetpolicyError
-from jetpolicy.releases import current_release, read_history, rollback, rollback_target, switch_release
+from jetpolicy.releases import (
+    Deployment,
+    current_deployment,
+    current_release,
+    read_history,
+    rollback,
+    rollback_target,
+    switch_release,
+)
 
 
 def stage(root: Path, release_id: str) -> None:
@@ -15,6 +23,19 @@ def stage(root: Path, release_id: str) -> None:
     release.mkdir(parents=True)
     (release / "policy.onnx").write_bytes(b"onnx")
     (release / "policy.json").write_text("{}")
+
+
+def runtime(root: Path, key: str) -> str:
+    venv = root / "runtime" / "venvs" / key
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "jetpolicy").write_text("#!/bin/sh\n")
+    return str(venv)
+
+
+def config(root: Path, name: str) -> str:
+    (root / "configs").mkdir(exist_ok=True)
+    (root / "configs" / name).write_text("{}")
+    return name
 
 
 def test_switch_points_current_and_records_history(tmp_path: Path) -> None:
@@ -72,4 +93,76 @@ def test_torn_history_line_is_ignored(tmp_path: Path) -> None:
         switch_release(tmp_path, rid, "deploy")
     with (tmp_path / "history.jsonl").open("a") as handle:
         handle.write('{"action": "swi')
+    assert rollback_target(tmp_path) == "a"
+
+
+def test_switch_moves_runtime_and_config_with_the_release(tmp_path: Path) -> None:
+    """The service's three links all point at the new deployment after one switch."""
+    stage(tmp_path, "a")
+    venv = runtime(tmp_path, "r1")
+    switch_release(tmp_path, "a", "deploy", runtime=venv, config=config(tmp_path, "c1.json"))
+    assert (tmp_path / "runtime" / "current" / "bin" / "jetpolicy").is_file()
+    assert (tmp_path / "runner.json").resolve() == (tmp_path / "configs" / "c1.json").resolve()
+    assert current_deployment(tmp_path) == Deployment("a", venv, "c1.json")
+
+
+def test_a_new_runtime_alone_is_a_switch_and_rolls_back(tmp_path: Path) -> None:
+    """Same policy, new runtime: the switch changes, and the rollback restores the old runtime."""
+    stage(tmp_path, "a")
+    old, new = runtime(tmp_path, "r1"), runtime(tmp_path, "r2")
+    cfg = config(tmp_path, "c1.json")
+    switch_release(tmp_path, "a", "deploy", runtime=old, config=cfg)
+    result = switch_release(tmp_path, "a", "deploy", runtime=new, config=cfg)
+    assert result.changed and (result.previous_runtime, result.runtime) == (old, new)
+    back = rollback(tmp_path, "gate failed")
+    assert back.changed and back.current == "a" and back.runtime == old
+    assert current_deployment(tmp_path).runtime == old
+    assert read_history(tmp_path)[-1]["runtime_to"] == old
+
+
+def test_rollback_restores_the_config_the_previous_release_ran_with(tmp_path: Path) -> None:
+    """A new runner config that breaks the service is undone with the policy."""
+    stage(tmp_path, "a")
+    stage(tmp_path, "b")
+    venv = runtime(tmp_path, "r1")
+    switch_release(tmp_path, "a", "deploy", runtime=venv, config=config(tmp_path, "good.json"))
+    switch_release(tmp_path, "b", "deploy", config=config(tmp_path, "bad.json"))
+    assert current_deployment(tmp_path).runtime == venv  # not named: kept
+    rollback(tmp_path, "health failed")
+    assert current_deployment(tmp_path).config == "good.json"
+    assert current_release(tmp_path) == "a"
+
+
+def test_rollback_keeps_the_current_runtime_when_the_old_one_was_pruned(tmp_path: Path) -> None:
+    """A pruned runtime does not keep the robot on a failing release; the result says what happened."""
+    stage(tmp_path, "a")
+    stage(tmp_path, "b")
+    old, new = runtime(tmp_path, "r1"), runtime(tmp_path, "r2")
+    switch_release(tmp_path, "a", "deploy", runtime=old)
+    switch_release(tmp_path, "b", "deploy", runtime=new)
+    (Path(old) / "bin" / "jetpolicy").unlink()
+    back = rollback(tmp_path, "gate failed")
+    assert back.current == "a" and back.runtime == new
+    assert "kept the current runtime" in back.notes
+    assert "kept the current runtime" in read_history(tmp_path)[-1]["notes"]
+
+
+def test_switch_refuses_a_runtime_without_jetpolicy(tmp_path: Path) -> None:
+    """A half-installed runtime is never made current; nothing moves."""
+    stage(tmp_path, "a")
+    (tmp_path / "empty-venv").mkdir()
+    with pytest.raises(JetpolicyError, match="has no bin/jetpolicy"):
+        switch_release(tmp_path, "a", "deploy", runtime=str(tmp_path / "empty-venv"))
+    assert current_release(tmp_path) is None and not (tmp_path / "history.jsonl").exists()
+
+
+def test_history_from_before_runtime_tracking_still_rolls_back(tmp_path: Path) -> None:
+    """Records without runtime/config fields match on the release alone."""
+    for rid in "ab":
+        stage(tmp_path, rid)
+    (tmp_path / "history.jsonl").write_text(
+        '{"action": "switch", "from": null, "to": "a", "reason": "deploy"}\n'
+        '{"action": "switch", "from": "a", "to": "b", "reason": "deploy"}\n'
+    )
+    (tmp_path / "current").symlink_to("releases/b")
     assert rollback_target(tmp_path) == "a"

@@ -60,8 +60,22 @@ class Robot:
         raw = podman_exec(self.name, "cat", "/opt/jetpolicy/history.jsonl")
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
+    def runtime(self) -> str:
+        """The virtualenv the service runs (target of <root>/runtime/current)."""
+        return podman_exec(self.name, "readlink", "/opt/jetpolicy/runtime/current")
+
+    def config(self) -> str:
+        """The runner config the service runs with (target of <root>/runner.json)."""
+        return podman_exec(self.name, "readlink", "/opt/jetpolicy/runner.json")
+
     def snapshot(self) -> dict[str, object]:
-        return {"current": self.current(), "pid": self.main_pid(), "active": self.active()}
+        return {
+            "current": self.current(),
+            "runtime": self.runtime(),
+            "config": self.config(),
+            "pid": self.main_pid(),
+            "active": self.active(),
+        }
 
 
 def ansible_playbook(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]

@@ -96,6 +96,28 @@ def test_policy_that_crashes_on_start_is_rolled_back(
     assert host_verdicts(report)["sim-xavier-1"] == "rolled_back"
 
 
+def test_runner_config_that_breaks_the_service_is_rolled_back_with_it(
+    fleet: dict[str, Robot], good_fleet: Path
+) -> None:
+    """Same policy, a runner config that cannot start on this robot (TensorRT forced where there is
+    none): the canary goes back to the config it ran with before and ticks again."""
+    canary = fleet["sim-orin-1"]
+    config_before, runtime_before = canary.config(), canary.runtime()
+    before = {name: robot.snapshot() for name, robot in fleet.items()}
+    rc, _out, err, report = rollout(good_fleet, "-e", "policy_service_backend=tensorrt")
+    assert rc != 0
+    # Type=notify: the runner exits before READY=1, so the restart itself fails; the one-line reason
+    # carries the runner's own cause and fix from the journal.
+    assert "sim-orin-1 rolled back" in err
+    assert "the runner said: jetpolicy run: tensorrt backend requested but no engine" in err
+    _canary_back_and_ticking(canary, release_id(good_fleet))
+    assert (canary.config(), canary.runtime()) == (config_before, runtime_before)
+    last = canary.history()[-1]
+    assert last["config_to"] == config_before.rsplit("/", 1)[-1] and last["config_from"] != last["config_to"]
+    _others_unchanged(fleet, "sim-orin-1", before)
+    assert host_verdicts(report)["sim-orin-1"] == "rolled_back"
+
+
 def test_model_disagreeing_with_its_reference_fails_parity(
     fleet: dict[str, Robot], good_fleet: Path, tmp_path: Path
 ) -> None:

@@ -1,8 +1,17 @@
-"""Release bookkeeping on the robot: the `current` symlink, atomic switches, and their history.
+"""Release bookkeeping on the robot: what the service runs, atomic switches, and their history.
 
-A release is `<root>/releases/<id>/`; `<root>/current` points at the active one. Every switch and
-rollback appends one JSON line to `<root>/history.jsonl` (time, from, to, reason), which is also
-how a rollback finds the release to return to.
+What the service runs is a *deployment*: a policy release, the runtime virtualenv and the runner
+configuration it runs with. Each is selected by one symlink under the policy root:
+
+    <root>/current          -> releases/<id>/          (policy.onnx, policy.json, parity data)
+    <root>/runtime/current  -> <venv>                  (the jetpolicy package and its wheels)
+    <root>/runner.json      -> configs/<sha16>.json    (the runner configuration)
+
+A switch moves all three (each rename is atomic) and appends one JSON line to
+`<root>/history.jsonl` (time, action, from/to release, runtime and config, reason). A rollback
+finds the deployment that was active before the current one there and restores all of it, so a
+new runtime or a new runner configuration that breaks the service is undone together with the
+policy.
 """
 
 from __future__ import annotations
@@ -11,13 +20,25 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import JetpolicyError
 
 REQUIRED_FILES = ("policy.onnx", "policy.json")
+RUNTIME_LINK = Path("runtime") / "current"
+CONFIG_LINK = Path("runner.json")
+CONFIG_DIR = Path("configs")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    release: Optional[str]
+    # Absolute path of the runtime virtualenv; None when the robot predates runtime tracking.
+    runtime: Optional[str] = None
+    # File name under <root>/configs/.
+    config: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -27,13 +48,29 @@ class SwitchResult:
     current: str
     action: str
     reason: str
+    runtime: Optional[str] = None
+    previous_runtime: Optional[str] = None
+    config: Optional[str] = None
+    previous_config: Optional[str] = None
+    notes: str = ""
+
+
+def _link_target(link: Path) -> Optional[str]:
+    return os.readlink(link) if link.is_symlink() else None
 
 
 def current_release(root: Path) -> Optional[str]:
-    link = root / "current"
-    if not link.is_symlink():
-        return None
-    return Path(os.readlink(link)).name
+    target = _link_target(root / "current")
+    return Path(target).name if target else None
+
+
+def current_deployment(root: Path) -> Deployment:
+    config = _link_target(root / CONFIG_LINK)
+    return Deployment(
+        release=current_release(root),
+        runtime=_link_target(root / RUNTIME_LINK),
+        config=Path(config).name if config else None,
+    )
 
 
 def read_history(root: Path) -> List[Dict[str, Any]]:
@@ -67,54 +104,154 @@ def _check_release(root: Path, release_id: str) -> None:
         )
 
 
-def _swap_current(root: Path, release_id: str) -> None:
-    tmp = root / f".current.{os.getpid()}"
+def _runtime_problem(runtime: str) -> Optional[str]:
+    if not Path(runtime).is_absolute():
+        return f"runtime {runtime} is not an absolute path"
+    if not (Path(runtime) / "bin" / "jetpolicy").is_file():
+        return f"runtime {runtime} has no bin/jetpolicy"
+    return None
+
+
+def _config_problem(root: Path, config: str) -> Optional[str]:
+    if Path(config).name != config:
+        return f"runner config {config} must be a file name under {root / CONFIG_DIR}"
+    if not (root / CONFIG_DIR / config).is_file():
+        return f"runner config {root / CONFIG_DIR / config} does not exist"
+    return None
+
+
+def _check_parts(root: Path, target: Deployment) -> None:
+    problems = [
+        problem
+        for problem in (
+            _runtime_problem(target.runtime) if target.runtime else None,
+            _config_problem(root, target.config) if target.config else None,
+        )
+        if problem
+    ]
+    if problems:
+        raise JetpolicyError(
+            "; ".join(problems), "stage the runtime and config with deploy.yml before switching"
+        )
+
+
+def _swap_link(link: Path, target: str) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.parent / f".{link.name}.{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
-    os.symlink(f"releases/{release_id}", tmp)
-    # rename(2) replaces the link atomically: readers see the old or the new release, never neither.
-    os.replace(tmp, root / "current")
-    dir_fd = os.open(root, os.O_RDONLY)
+    os.symlink(target, tmp)
+    # rename(2) replaces the link atomically: readers see the old or the new target, never neither.
+    os.replace(tmp, link)
+    dir_fd = os.open(link.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def switch_release(root: Path, release_id: str, reason: str, action: str = "switch") -> SwitchResult:
-    _check_release(root, release_id)
-    previous = current_release(root)
-    if previous == release_id:
-        return SwitchResult(False, previous, release_id, action, reason)
-    _swap_current(root, release_id)
-    _append_history(
-        root,
-        {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "action": action,
-            "from": previous,
-            "to": release_id,
-            "reason": reason,
-        },
+def _apply(root: Path, previous: Deployment, target: Deployment) -> None:
+    # The policy link moves last: until it does, every reader still reports the old release.
+    if target.runtime and target.runtime != previous.runtime:
+        _swap_link(root / RUNTIME_LINK, target.runtime)
+    if target.config and target.config != previous.config:
+        _swap_link(root / CONFIG_LINK, str(CONFIG_DIR / target.config))
+    if target.release != previous.release:
+        _swap_link(root / "current", f"releases/{target.release}")
+
+
+def _switch(root: Path, wanted: Deployment, reason: str, action: str, notes: str = "") -> SwitchResult:
+    release = wanted.release
+    if release is None:
+        raise JetpolicyError("no release named to switch to", "pass the release id")
+    _check_release(root, release)
+    _check_parts(root, wanted)
+    previous = current_deployment(root)
+    # A part not named keeps what the robot runs now.
+    target = Deployment(release, wanted.runtime or previous.runtime, wanted.config or previous.config)
+    result = SwitchResult(
+        changed=target != previous,
+        previous=previous.release,
+        current=release,
+        action=action,
+        reason=reason,
+        runtime=target.runtime,
+        previous_runtime=previous.runtime,
+        config=target.config,
+        previous_config=previous.config,
+        notes=notes,
     )
-    return SwitchResult(True, previous, release_id, action, reason)
+    if not result.changed:
+        return result
+    _apply(root, previous, target)
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "action": action,
+        "from": previous.release,
+        "to": target.release,
+        "runtime_from": previous.runtime,
+        "runtime_to": target.runtime,
+        "config_from": previous.config,
+        "config_to": target.config,
+        "reason": reason,
+    }
+    if notes:
+        record["notes"] = notes
+    _append_history(root, record)
+    return result
+
+
+def switch_release(
+    root: Path,
+    release_id: str,
+    reason: str,
+    runtime: Optional[str] = None,
+    config: Optional[str] = None,
+) -> SwitchResult:
+    return _switch(root, Deployment(release_id, runtime, config), reason, action="switch")
+
+
+def _led_to(record: Dict[str, Any], current: Deployment) -> bool:
+    # Records written before runtime tracking carry no runtime/config: they match on the release.
+    return (
+        record.get("action") == "switch"
+        and bool(record.get("from"))
+        and record.get("to") == current.release
+        and record.get("runtime_to", current.runtime) == current.runtime
+        and record.get("config_to", current.config) == current.config
+    )
+
+
+def rollback_deployment(root: Path) -> Deployment:
+    """The deployment that was active before the current one was switched to."""
+    current = current_deployment(root)
+    if current.release is None:
+        raise JetpolicyError(f"{root}/current does not exist", "deploy a release first")
+    for record in reversed(read_history(root)):
+        if _led_to(record, current):
+            return Deployment(str(record["from"]), record.get("runtime_from"), record.get("config_from"))
+    raise JetpolicyError(
+        f"no release before {current.release} in {root}/history.jsonl", "there is nothing to roll back to"
+    )
 
 
 def rollback_target(root: Path) -> str:
     """The release that was active before the current one was switched to."""
-    current = current_release(root)
-    if current is None:
-        raise JetpolicyError(f"{root}/current does not exist", "deploy a release first")
-    for record in reversed(read_history(root)):
-        if record.get("action") == "switch" and record.get("to") == current and record.get("from"):
-            return str(record["from"])
-    raise JetpolicyError(
-        f"no release before {current} in {root}/history.jsonl", "there is nothing to roll back to"
-    )
+    return str(rollback_deployment(root).release)
 
 
 def rollback(root: Path, reason: str) -> SwitchResult:
-    return switch_release(root, rollback_target(root), reason, action="rollback")
+    target = rollback_deployment(root)
+    notes = []
+    # A part pruned since (old runtimes are removed after policy_runtime_keep deploys) is not a
+    # reason to stay on a failing release: keep what runs now and say so.
+    if target.runtime and _runtime_problem(target.runtime):
+        notes.append(f"{_runtime_problem(target.runtime)}; kept the current runtime")
+        target = replace(target, runtime=None)
+    if target.config and _config_problem(root, target.config):
+        notes.append(f"{_config_problem(root, target.config)}; kept the current runner config")
+        target = replace(target, config=None)
+    return _switch(root, target, reason, action="rollback", notes="; ".join(notes))
 
 
 def register(subparsers: Any) -> None:
@@ -124,6 +261,8 @@ def register(subparsers: Any) -> None:
     switch = sub.add_parser("switch", help="point current at a staged release (atomic)")
     switch.add_argument("release_id")
     switch.add_argument("--reason", default="deploy")
+    switch.add_argument("--runtime", help="runtime virtualenv to run with (absolute path); default: keep")
+    switch.add_argument("--config", help="runner config file name under <root>/configs/; default: keep")
     back = sub.add_parser("rollback", help="return to the release active before the current one")
     back.add_argument("--reason", default="manual rollback")
     sub.add_parser("show", help="current release, rollback target and history as JSON")
@@ -133,17 +272,22 @@ def register(subparsers: Any) -> None:
 def _main(args: argparse.Namespace) -> int:
     root: Path = args.root
     if args.release_command == "switch":
-        print(json.dumps(asdict(switch_release(root, args.release_id, args.reason))))
+        result = switch_release(root, args.release_id, args.reason, args.runtime, args.config)
+        print(json.dumps(asdict(result)))
     elif args.release_command == "rollback":
         print(json.dumps(asdict(rollback(root, args.reason))))
     else:
         try:
-            target: Optional[str] = rollback_target(root)
+            target: Optional[Dict[str, Any]] = asdict(rollback_deployment(root))
         except JetpolicyError:
             target = None
         print(
             json.dumps(
-                {"current": current_release(root), "rollback_target": target, "history": read_history(root)}
+                {
+                    "current": asdict(current_deployment(root)),
+                    "rollback_target": target,
+                    "history": read_history(root),
+                }
             )
         )
     return 0

@@ -333,7 +333,7 @@ def run_command(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add `jetpolicy run --config FILE [--duration-s S]`."""
     parser = subparsers.add_parser("run", help="run the policy service (the real-time control loop)")
-    parser.add_argument("--config", type=Path, default=Path("/etc/jetpolicy/runner.json"), help="runner.json")
+    parser.add_argument("--config", type=Path, default=Path("/opt/jetpolicy/runner.json"), help="runner.json")
     parser.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds (tests)")
     parser.set_defaults(handler=run_command)
 
