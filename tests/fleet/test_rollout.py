@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +162,27 @@ def test_manual_rollback_goes_back_one_release(fleet: dict[str, Robot], good_fle
     assert robot.current() == release_id(good_fleet)
     assert robot.history()[-1]["reason"] == "manual rollback"
     assert {n: fleet[n].snapshot() for n in others} == others
+
+
+def test_unreachable_robot_is_reported_and_the_rest_are_promoted(
+    fleet: dict[str, Robot], good_fleet: Path, tmp_path: Path
+) -> None:
+    """A robot that is down does not hold the fleet back: it is named unreachable with the fix, keeps
+    its release, and the reachable robots are promoted; the run still exits non-zero."""
+    newer = make_policy(tmp_path / "newer", "--seed", "51")
+    offline = fleet["sim-xavier-1"]
+    release_before = offline.current()
+    subprocess.run(["podman", "stop", "-t", "2", offline.name], check=True, capture_output=True)
+    try:
+        rc, _out, err, report = rollout(newer)
+    finally:
+        subprocess.run(["podman", "start", offline.name], check=True, capture_output=True)
+        proc = run([sys.executable, "sim/fleet.py", "up", "--orin", "2", "--xavier", "1"])
+        assert proc.returncode == 0, proc.stderr
+    assert rc != 0
+    assert "sim-xavier-1 unreachable" in err and "rerun with -l sim-xavier-1" in err
+    verdicts = host_verdicts(report)
+    assert verdicts == {"sim-orin-1": "promoted", "sim-orin-2": "promoted", "sim-xavier-1": "unreachable"}
+    assert offline.current() == release_before
+    for name in ("sim-orin-1", "sim-orin-2"):
+        assert fleet[name].current() == release_id(newer)

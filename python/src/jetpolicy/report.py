@@ -112,9 +112,11 @@ def _record_why(record: Dict[str, Any], verdict: str) -> str:
     return str(record.get("message") or "")
 
 
-def _stats_verdict(stats: Dict[str, int]) -> Tuple[str, str]:
+def _stats_verdict(host: str, stats: Dict[str, int]) -> Tuple[str, str]:
     if stats.get("unreachable"):
-        return "unreachable", "host unreachable, no record written"
+        return "unreachable", (
+            f"unreachable over SSH: left on the release it runs; once it is back, rerun with -l {host}"
+        )
     if stats.get("failures"):
         return "failed", f"{stats['failures']} task(s) failed before the host wrote its record"
     return "not reached", "the play never got to this host's record"
@@ -127,7 +129,7 @@ def host_outcomes(records: Dict[str, Dict[str, Any]], run: Optional[Dict[str, An
         stats = stats_by_host.get(host) or {}
         record = records.get(host)
         if record is None or not record.get("verdict"):
-            verdict, why = _stats_verdict(stats)
+            verdict, why = _stats_verdict(host, stats)
             if record is not None and record.get("message"):
                 why = str(record["message"])
             outcomes.append(HostOutcome(host, verdict, why, record or {}, stats))
