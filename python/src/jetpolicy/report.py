@@ -115,7 +115,7 @@ def _record_why(record: Dict[str, Any], verdict: str) -> str:
 def _stats_verdict(host: str, stats: Dict[str, int]) -> Tuple[str, str]:
     if stats.get("unreachable"):
         return "unreachable", (
-            f"unreachable over SSH: left on the release it runs; once it is back, rerun with -l {host}"
+            f"no SSH connection; it stays on the release it runs; once it is back, rerun with -l {host}"
         )
     if stats.get("failures"):
         return "failed", f"{stats['failures']} task(s) failed before the host wrote its record"
