@@ -166,3 +166,17 @@ def test_history_from_before_runtime_tracking_still_rolls_back(tmp_path: Path) -
     )
     (tmp_path / "current").symlink_to("releases/b")
     assert rollback_target(tmp_path) == "a"
+
+
+def test_rollback_after_a_switch_torn_before_its_history_line(tmp_path: Path) -> None:
+    """Power lost after the runtime link moved but before the history line: the rollback still finds
+    the release before the current one."""
+    for rid in "ab":
+        stage(tmp_path, rid)
+    old, new = runtime(tmp_path, "r1"), runtime(tmp_path, "r2")
+    switch_release(tmp_path, "a", "deploy", runtime=old)
+    switch_release(tmp_path, "b", "deploy", runtime=old)
+    (tmp_path / "runtime" / "current").unlink()
+    (tmp_path / "runtime" / "current").symlink_to(new)  # the torn switch's first rename
+    back = rollback(tmp_path, "manual")
+    assert (back.current, back.runtime) == ("a", old)

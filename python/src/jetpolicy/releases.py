@@ -212,13 +212,14 @@ def switch_release(
 
 
 def _led_to(record: Dict[str, Any], current: Deployment) -> bool:
-    # Records written before runtime tracking carry no runtime/config: they match on the release.
+    """Whether this switch record moved the robot into `current`; parts that `current` leaves as
+    None, and records written before runtime tracking, match on the release alone."""
     return (
         record.get("action") == "switch"
         and bool(record.get("from"))
         and record.get("to") == current.release
-        and record.get("runtime_to", current.runtime) == current.runtime
-        and record.get("config_to", current.config) == current.config
+        and (current.runtime is None or record.get("runtime_to", current.runtime) == current.runtime)
+        and (current.config is None or record.get("config_to", current.config) == current.config)
     )
 
 
@@ -227,9 +228,13 @@ def rollback_deployment(root: Path) -> Deployment:
     current = current_deployment(root)
     if current.release is None:
         raise JetpolicyError(f"{root}/current does not exist", "deploy a release first")
-    for record in reversed(read_history(root)):
-        if _led_to(record, current):
-            return Deployment(str(record["from"]), record.get("runtime_from"), record.get("config_from"))
+    history = read_history(root)
+    # Exact match first; then on the release alone, for a switch torn by power loss between its
+    # renames (links moved, history line never written).
+    for matches in (_led_to, lambda record, now: _led_to(record, Deployment(now.release))):
+        for record in reversed(history):
+            if matches(record, current):
+                return Deployment(str(record["from"]), record.get("runtime_from"), record.get("config_from"))
     raise JetpolicyError(
         f"no release before {current.release} in {root}/history.jsonl", "there is nothing to roll back to"
     )
