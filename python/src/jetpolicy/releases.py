@@ -231,9 +231,9 @@ def rollback_deployment(root: Path) -> Deployment:
     history = read_history(root)
     # Exact match first; then on the release alone, for a switch torn by power loss between its
     # renames (links moved, history line never written).
-    for matches in (_led_to, lambda record, now: _led_to(record, Deployment(now.release))):
+    for wanted in (current, Deployment(current.release)):
         for record in reversed(history):
-            if matches(record, current):
+            if _led_to(record, wanted):
                 return Deployment(str(record["from"]), record.get("runtime_from"), record.get("config_from"))
     raise JetpolicyError(
         f"no release before {current.release} in {root}/history.jsonl", "there is nothing to roll back to"
@@ -250,11 +250,13 @@ def rollback(root: Path, reason: str) -> SwitchResult:
     notes = []
     # A part pruned since (old runtimes are removed after policy_runtime_keep deploys) is not a
     # reason to stay on a failing release: keep what runs now and say so.
-    if target.runtime and _runtime_problem(target.runtime):
-        notes.append(f"{_runtime_problem(target.runtime)}; kept the current runtime")
+    runtime_problem = _runtime_problem(target.runtime) if target.runtime else None
+    if runtime_problem:
+        notes.append(f"{runtime_problem}; kept the current runtime")
         target = replace(target, runtime=None)
-    if target.config and _config_problem(root, target.config):
-        notes.append(f"{_config_problem(root, target.config)}; kept the current runner config")
+    config_problem = _config_problem(root, target.config) if target.config else None
+    if config_problem:
+        notes.append(f"{config_problem}; kept the current runner config")
         target = replace(target, config=None)
     return _switch(root, target, reason, action="rollback", notes="; ".join(notes))
 
