@@ -54,6 +54,23 @@ def test_second_run_changes_nothing(policies: dict[str, Path], first_deploy: dic
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counters.values()), counters
 
 
+def test_old_runtimes_are_pruned_to_the_keep_count(
+    fleet: dict[str, Robot], policies: dict[str, Path], first_deploy: dict[str, object]
+) -> None:
+    """With policy_runtime_keep 2 and the running runtime being the new one, the newest other runtime
+    stays (a rollback target) and older ones go; the running one is never removed."""
+    robot = fleet["sim-orin-2"]
+    venvs = "/opt/jetpolicy/runtime/venvs"
+    for name, stamp in (("old-2020", "2020-01-01"), ("old-2021", "2021-01-01")):
+        podman_exec(robot.name, "sh", "-c", f"mkdir -p {venvs}/{name} && touch -d {stamp} {venvs}/{name}")
+    proc = ansible_playbook("deploy.yml", "-l", robot.name, "-e", f"jetpolicy_policy_dir={policies['a']}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    left = podman_exec(robot.name, "ls", venvs).split()
+    assert "old-2020" not in left
+    assert "old-2021" in left
+    assert robot.runtime().rsplit("/", 1)[-1] in left and robot.active() == "active"
+
+
 def test_new_policy_switches_and_keeps_the_previous_release(
     fleet: dict[str, Robot], policies: dict[str, Path], first_deploy: dict[str, object]
 ) -> None:
