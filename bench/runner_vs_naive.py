@@ -1,6 +1,6 @@
 """The jetpolicy control loop versus a naive `sleep(period - elapsed)` loop, in one process.
 
-Both loops run the same ONNX MLP (48->256->256->12, written by `jetpolicy.example`) on the same
+Both loops run the same ONNX MLP (48->256->256->12, written by `jetpolicy.controller.example`) on the same
 synthetic observations at each rate, and both are scored by the same code against an absolute
 grid: tick k of a run is due at t0 + k*period and must finish by t0 + (k+1)*period (for the
 runner, t0 + its release slot, so skipped periods are not forgiven: they show up in drift).
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jetpolicy.bench import measured_loop
-from jetpolicy.config import default_spin_us
-from jetpolicy.example import build_example
-from jetpolicy.policy import Policy, load_policy
-from jetpolicy.realtime import set_fifo_priority
-from jetpolicy.runner import warm_up
-from jetpolicy.sources import SyntheticSource
+from jetpolicy.controller.example import build_example
+from jetpolicy.robot.bench import measured_loop
+from jetpolicy.robot.config import default_spin_us
+from jetpolicy.robot.policy import Policy, load_policy
+from jetpolicy.robot.realtime import set_fifo_priority
+from jetpolicy.robot.runner import warm_up
+from jetpolicy.robot.sources import SyntheticSource
 
 
 class Trace:

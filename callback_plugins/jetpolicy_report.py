@@ -26,7 +26,7 @@ description:
     per-host play stats) into C(<repo>/reports/<run_id>/), for deploy.yml and rollback.yml runs and
     for any run whose report directory exists (the playbook or C(jetpolicy rollout) made it).
   - If the playbook wrote per-host records there (C(hosts/*.json)), renders report.json, report.md
-    and latency.png with C(jetpolicy.report.render_report) and prints the summary line.
+    and latency.png with C(jetpolicy.controller.report.render_report) and prints the summary line.
   - Never fails the playbook; its own errors are shown as warnings.
 requirements:
   - the jetpolicy Python package (with matplotlib) importable by the controller's Python
@@ -153,7 +153,7 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]  # ansible-core ships 
                 f"jetpolicy report: no host records, run stats in {report_dir / 'run.json'}"
             )
             return
-        from jetpolicy.report import render_report
+        from jetpolicy.controller.report import render_report
 
         summary = render_report(report_dir, run)
         color = "green" if summary.ok else "red"

@@ -22,7 +22,11 @@ run_stage() {
 
 lint() {
   ruff check python/src python/tests tests sim bench
-  (cd python && mypy)
+  (cd python && mypy && lint-imports --no-cache)
+  # The robot side runs on JetPack 5's Python 3.8: syntax and standard library checked for it.
+  vermin -q --no-tips --violations --eval-annotations -t=3.8- \
+    python/src/jetpolicy/__init__.py python/src/jetpolicy/__main__.py python/src/jetpolicy/cli.py \
+    python/src/jetpolicy/common python/src/jetpolicy/robot
   mypy --strict sim bench tests/fleet
   ansible-lint --profile production --offline -q
   python3 scripts/role_docs.py --check

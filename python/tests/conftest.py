@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from jetpolicy.example import build_example
+from jetpolicy.controller.example import build_example
 
 
 @pytest.fixture(scope="session")

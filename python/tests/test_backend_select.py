@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jetpolicy.backends import select_backend
-from jetpolicy.errors import BackendError
+from jetpolicy.common.errors import BackendError
+from jetpolicy.robot.backends import select_backend
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jetpolicy.bench import run_bench
+from jetpolicy.robot.bench import run_bench
 
 
 def test_run_bench_keys_and_sane_values(example_release: Path) -> None:

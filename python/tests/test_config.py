@@ -8,8 +8,8 @@ from typing import Any, Dict
 
 import pytest
 
-from jetpolicy.config import config_from_dict, load_config
-from jetpolicy.errors import ConfigError
+from jetpolicy.common.errors import ConfigError
+from jetpolicy.robot.config import config_from_dict, load_config
 
 
 def test_minimal_config_gets_defaults_and_resolves_relative_paths(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
 
 def test_engine_for_release_substitutes_the_release_id(tmp_path: Path) -> None:
     """`{release}` in the engine path picks the engine built for the active release, if it exists."""
-    from jetpolicy.config import engine_for_release
+    from jetpolicy.robot.config import engine_for_release
 
     release = tmp_path / "releases" / "abc123"
     release.mkdir(parents=True)

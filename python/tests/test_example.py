@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 
 from jetpolicy import __version__
-from jetpolicy.example import build_example
-from jetpolicy.manifest import load_manifest, sha256_file
+from jetpolicy.common.manifest import load_manifest, sha256_file
+from jetpolicy.controller.example import build_example
 
 
 def test_manifest_contents(example_release: Path) -> None:

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from jetpolicy.cli import main
-from jetpolicy.export import ExportParityError, detect_state_buffers, export_policy, load_source
-from jetpolicy.manifest import load_manifest
-from jetpolicy.policy import load_policy
+from jetpolicy.common.manifest import load_manifest
+from jetpolicy.controller.export import ExportParityError, detect_state_buffers, export_policy, load_source
+from jetpolicy.robot.policy import load_policy
 
 # torch marks TorchScript deprecated; recurrent robot policies are still shipped as TorchScript.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from jetpolicy.health import check, judge
+from jetpolicy.robot.health import check, judge
 
 
 def status(

@@ -8,8 +8,8 @@ from typing import Any, Dict
 
 import pytest
 
-from jetpolicy.errors import ManifestError
-from jetpolicy.manifest import load_manifest, manifest_from_dict
+from jetpolicy.common.errors import ManifestError
+from jetpolicy.common.manifest import load_manifest, manifest_from_dict
 
 
 def _raw() -> Dict[str, Any]:

@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from jetpolicy.backends.onnxruntime_backend import OnnxRuntimeBackend
-from jetpolicy.errors import BackendError
+from jetpolicy.common.errors import BackendError
+from jetpolicy.robot.backends.onnxruntime_backend import OnnxRuntimeBackend
 
 
 def test_reads_io_from_model_and_matches_plain_session(example_release: Path) -> None:

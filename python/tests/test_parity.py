@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from jetpolicy.cli import main
-from jetpolicy.example import build_example
-from jetpolicy.parity import PRECISION_TOLERANCES, check_parity, make_reference
+from jetpolicy.controller.example import build_example
+from jetpolicy.controller.reference import make_reference
+from jetpolicy.robot.parity import PRECISION_TOLERANCES, check_parity
 
 
 @pytest.fixture

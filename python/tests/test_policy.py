@@ -10,10 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from jetpolicy.backends.onnxruntime_backend import OnnxRuntimeBackend
-from jetpolicy.errors import PolicyValidationError
-from jetpolicy.manifest import load_manifest, manifest_from_dict
-from jetpolicy.policy import Policy, load_policy
+from jetpolicy.common.errors import PolicyValidationError
+from jetpolicy.common.manifest import load_manifest, manifest_from_dict
+from jetpolicy.robot.backends.onnxruntime_backend import OnnxRuntimeBackend
+from jetpolicy.robot.policy import Policy, load_policy
 
 
 def _session(release: Path) -> ort.InferenceSession:

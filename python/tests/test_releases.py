@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jetpolicy.errors import JetpolicyError
-from jetpolicy.releases import (
+from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.robot.releases import (
     Deployment,
     current_deployment,
     current_release,

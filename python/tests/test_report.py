@@ -9,8 +9,8 @@ from typing import Any, Dict, Optional
 import pytest
 
 from jetpolicy.cli import main
-from jetpolicy.errors import JetpolicyError
-from jetpolicy.report import render_report
+from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.controller.report import render_report
 
 TARGET = "8620dd26fec5b69b"
 

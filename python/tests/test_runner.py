@@ -15,9 +15,9 @@ from typing import Any, Dict, Optional
 import numpy as np
 import pytest
 
-from jetpolicy.manifest import load_manifest
-from jetpolicy.status import read_status
-from jetpolicy.transport import PolicyClient
+from jetpolicy.common.manifest import load_manifest
+from jetpolicy.robot.status import read_status
+from jetpolicy.robot.transport import PolicyClient
 
 JETPOLICY = [sys.executable, "-m", "jetpolicy.cli"]
 
@@ -177,7 +177,7 @@ def test_required_realtime_refusal_fails_start(tmp_path: Path, example_release: 
 def test_policy_too_slow_for_its_rate_still_reports_status(tmp_path: Path) -> None:
     """A policy that overruns every period keeps writing its status (overruns and all), so the
     health gate sees a slow policy rather than a silent one."""
-    from jetpolicy.example import build_example
+    from jetpolicy.controller.example import build_example
 
     release = tmp_path / "slow"
     build_example(release, hidden=(1024, 1024, 1024), rate_hz=5000.0)

@@ -6,8 +6,8 @@ from typing import List
 
 import pytest
 
-from jetpolicy.errors import ConfigError
-from jetpolicy.scheduler import DeadlineScheduler
+from jetpolicy.common.errors import ConfigError
+from jetpolicy.robot.scheduler import DeadlineScheduler
 
 MS = 1_000_000
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import List
 
-from jetpolicy.sdnotify import SdNotifier
+from jetpolicy.robot.sdnotify import SdNotifier
 
 
 def collect(sock: socket.socket, until: float) -> List[str]:

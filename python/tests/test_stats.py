@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jetpolicy.stats import LoopStats, Ring
+from jetpolicy.robot.stats import LoopStats, Ring
 
 
 def test_ring_keeps_only_the_last_capacity_samples() -> None:

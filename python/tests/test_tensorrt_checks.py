@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from jetpolicy.backends.tensorrt_backend import TensorRTBackend, check_engine_bindings, numpy_dtype
-from jetpolicy.errors import BackendError
-from jetpolicy.manifest import load_manifest
+from jetpolicy.common.errors import BackendError
+from jetpolicy.common.manifest import load_manifest
+from jetpolicy.robot.backends.tensorrt_backend import TensorRTBackend, check_engine_bindings, numpy_dtype
 
 
 def test_dtype_names_map_to_numpy() -> None:

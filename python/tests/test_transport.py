@@ -11,10 +11,10 @@ from typing import Dict, List, Mapping, Optional
 import numpy as np
 import pytest
 
-from jetpolicy.manifest import TensorSpec
-from jetpolicy.runner import ControlLoop
-from jetpolicy.scheduler import DeadlineScheduler
-from jetpolicy.transport import (
+from jetpolicy.common.manifest import TensorSpec
+from jetpolicy.robot.runner import ControlLoop
+from jetpolicy.robot.scheduler import DeadlineScheduler
+from jetpolicy.robot.transport import (
     HEADER,
     KIND_ACTION,
     KIND_OBSERVATION,

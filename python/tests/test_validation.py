@@ -8,9 +8,9 @@ from typing import Callable
 
 import pytest
 
-from jetpolicy.errors import PolicyValidationError
-from jetpolicy.manifest import sha256_file
-from jetpolicy.validation import validate_policy
+from jetpolicy.common.errors import PolicyValidationError
+from jetpolicy.common.manifest import sha256_file
+from jetpolicy.controller.validation import validate_policy
 
 
 def test_valid_release(example_release: Path) -> None:

@@ -18,7 +18,7 @@ def write_opset23_policy(out: Path, rate_hz: float = 100.0) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from jetpolicy.manifest import PolicyManifest, TensorSpec, sha256_file
+    from jetpolicy.common.manifest import PolicyManifest, TensorSpec, sha256_file
 
     rng = np.random.default_rng(5)
     w1 = numpy_helper.from_array((rng.standard_normal((48, 64)) * 0.1).astype(np.float32), "w1")

@@ -117,7 +117,7 @@ def test_corrupt_onnx_stops_before_any_robot(
     fleet: dict[str, Robot], policies: dict[str, Path], tmp_path: Path
 ) -> None:
     """A truncated ONNX file (with a manifest matching its bytes) is rejected as not a valid model."""
-    from jetpolicy.manifest import sha256_file
+    from jetpolicy.common.manifest import sha256_file
 
     bad = tmp_path / "corrupt"
     shutil.copytree(policies["b"], bad)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jetpolicy.cli import main
-from jetpolicy.rollout import rollout
+from jetpolicy.controller.rollout import rollout
 
 REPO = Path(__file__).resolve().parents[2]
 

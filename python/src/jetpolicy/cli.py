@@ -1,36 +1,46 @@
-"""The `jetpolicy` command: a thin dispatcher over command modules.
+"""The `jetpolicy` command: one table of commands, each owned by the side of the package it runs on.
 
-Each command module exposes `register(subparsers)`, which adds its parser and sets `handler`
-(args -> exit code). Adding a command is one line in COMMAND_MODULES.
+The robot's wheel ships only `jetpolicy.common` and `jetpolicy.robot`, so on a robot the controller
+commands are absent by construction (not by a failed import): `jetpolicy --help` there lists
+what the robot can do.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from . import __version__
-from .errors import JetpolicyError
+from jetpolicy import __version__
+from jetpolicy.common.errors import JetpolicyError
 
-__all__ = ["COMMAND_MODULES", "OPTIONAL_COMMAND_MODULES", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "controller_installed", "main"]
 
-COMMAND_MODULES = [
-    "jetpolicy.example",
-    "jetpolicy.export",
-    "jetpolicy.validation",
-    "jetpolicy.parity",
-    "jetpolicy.releases",
-    "jetpolicy.health",
-    "jetpolicy.report",
-    "jetpolicy.rollout",
-]
-# Modules written in parallel by other work; until they exist the CLI works without them.
-OPTIONAL_COMMAND_MODULES = [
-    "jetpolicy.runner",
-    "jetpolicy.bench",
-]
+CONTROLLER_PACKAGE = "jetpolicy.controller"
+
+# (side, module): each module exposes `register(subparsers)`, which adds its parser and sets
+# `handler` (args -> exit code). Adding a command is one line here.
+COMMANDS: Tuple[Tuple[str, str], ...] = (
+    ("robot", "jetpolicy.robot.runner"),
+    ("robot", "jetpolicy.robot.bench"),
+    ("robot", "jetpolicy.robot.parity"),
+    ("robot", "jetpolicy.robot.releases"),
+    ("robot", "jetpolicy.robot.health"),
+    ("controller", "jetpolicy.controller.example"),
+    ("controller", "jetpolicy.controller.export"),
+    ("controller", "jetpolicy.controller.validation"),
+    ("controller", "jetpolicy.controller.reference"),
+    ("controller", "jetpolicy.controller.bundle"),
+    ("controller", "jetpolicy.controller.report"),
+    ("controller", "jetpolicy.controller.rollout"),
+)
+
+
+def controller_installed() -> bool:
+    """True where the controller side is installed (the development and controller install)."""
+    return importlib.util.find_spec(CONTROLLER_PACKAGE) is not None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,16 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jetpolicy {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
-    for name in OPTIONAL_COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the module exists but one of its imports is missing: a real bug
-                raise
-            continue
-        module.register(subparsers)
+    sides = {"robot", "controller"} if controller_installed() else {"robot"}
+    for side, name in COMMANDS:
+        if side in sides:
+            importlib.import_module(name).register(subparsers)
     return parser
 
 

@@ -1,8 +1,0 @@
-"""Inference backends: ONNX Runtime everywhere, TensorRT on Jetson (imported lazily)."""
-
-from __future__ import annotations
-
-from .base import InferenceBackend
-from .select import BACKEND_KINDS, select_backend
-
-__all__ = ["BACKEND_KINDS", "InferenceBackend", "select_backend"]

@@ -1,0 +1,1 @@
+"""Contracts both sides share: the policy manifest and the error type that carries a cause and a fix."""

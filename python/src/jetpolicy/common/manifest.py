@@ -1,0 +1,300 @@
+"""The policy manifest: what a policy expects and produces, and how it is checked.
+
+The manifest travels with the ONNX file (`policy.json` beside `policy.onnx`) and is the single
+description the controller, the runner and the rollout gates agree on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from jetpolicy.common.errors import ManifestError
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "SUPPORTED_DTYPES",
+    "TENSOR_ROLES",
+    "ActionTransform",
+    "Normalization",
+    "PolicyManifest",
+    "StatePair",
+    "TensorSpec",
+    "load_manifest",
+    "manifest_from_dict",
+    "sha256_file",
+]
+
+MANIFEST_FORMAT = 1
+SUPPORTED_DTYPES = ("float32", "float16", "int64", "int32", "bool")
+TENSOR_ROLES = ("observation", "state", "action", "output")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output: name, static shape, dtype and what it is for."""
+
+    name: str
+    shape: List[int]
+    dtype: str = "float32"
+    role: str = "observation"
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for dim in self.shape:
+            n *= dim
+        return n
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """A recurrent state: the output fed back into the input at the next tick."""
+
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: List[float]
+    std: List[float]
+
+
+@dataclass(frozen=True)
+class ActionTransform:
+    """action = clip(raw * scale + offset, low, high); each list has one value per element."""
+
+    scale: Optional[List[float]] = None
+    offset: Optional[List[float]] = None
+    low: Optional[List[float]] = None
+    high: Optional[List[float]] = None
+
+
+@dataclass(frozen=True)
+class PolicyManifest:
+    name: str
+    sha256: str
+    control_rate_hz: float
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    created_by: str = ""
+    created_at: str = ""
+    state: List[StatePair] = field(default_factory=list)
+    normalization: Dict[str, Normalization] = field(default_factory=dict)
+    action: Dict[str, ActionTransform] = field(default_factory=dict)
+    safe_action: Dict[str, List[float]] = field(default_factory=dict)
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def observation_inputs(self) -> List[TensorSpec]:
+        return [t for t in self.inputs if t.role == "observation"]
+
+    @property
+    def state_inputs(self) -> List[TensorSpec]:
+        return [t for t in self.inputs if t.role == "state"]
+
+    @property
+    def action_outputs(self) -> List[TensorSpec]:
+        return [t for t in self.outputs if t.role == "action"]
+
+    @property
+    def control_period_s(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def output(self, name: str) -> TensorSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        # Keep the file small and readable: drop empty optional sections.
+        for key in ("state", "normalization", "action", "safe_action"):
+            if not data[key]:
+                del data[key]
+        for transform in data.get("action", {}).values():
+            for key in [k for k, v in transform.items() if v is None]:
+                del transform[key]
+        return data
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(path: Path) -> PolicyManifest:
+    """Read and check a manifest file; every problem is reported with the file it came from."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"manifest {path} does not exist", "write it with `jetpolicy export`") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"manifest {path} is not valid JSON: {exc}", "regenerate it") from None
+    return manifest_from_dict(raw, source=str(path))
+
+
+def _require(raw: Mapping[str, Any], key: str, kind: type, source: str) -> Any:
+    if key not in raw:
+        raise ManifestError(f"{source}: missing required field '{key}'", "add it to the manifest")
+    value = raw[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise ManifestError(
+            f"{source}: field '{key}' must be {kind.__name__}, got {type(value).__name__}",
+            "fix the manifest",
+        )
+    return value
+
+
+def _tensor(raw: Any, default_role: str, source: str) -> TensorSpec:
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{source}: tensor entries must be objects, got {raw!r}", "fix the manifest")
+    name = _require(raw, "name", str, source)
+    shape = _require(raw, "shape", list, f"{source}: tensor '{name}'")
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ManifestError(
+            f"{source}: tensor '{name}' needs a static shape of positive integers, got {shape}",
+            "export the policy with fixed dimensions (batch 1)",
+        )
+    dtype = raw.get("dtype", "float32")
+    if dtype not in SUPPORTED_DTYPES:
+        raise ManifestError(f"{source}: tensor '{name}' has unsupported dtype {dtype!r}", "use float32")
+    role = raw.get("role", default_role)
+    if role not in TENSOR_ROLES:
+        raise ManifestError(
+            f"{source}: tensor '{name}' has unknown role {role!r}", f"use one of {', '.join(TENSOR_ROLES)}"
+        )
+    return TensorSpec(name=name, shape=list(shape), dtype=dtype, role=role)
+
+
+def _floats(raw: Any, length: int, what: str, source: str) -> List[float]:
+    if not isinstance(raw, list) or len(raw) != length:
+        got = len(raw) if isinstance(raw, list) else type(raw).__name__
+        raise ManifestError(f"{source}: {what} needs {length} numbers, got {got}", "fix the manifest")
+    try:
+        return [float(v) for v in raw]
+    except (TypeError, ValueError):
+        raise ManifestError(f"{source}: {what} must contain only numbers", "fix the manifest") from None
+
+
+def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{source}: top level must be a JSON object", "regenerate the manifest")
+    fmt = raw.get("format", MANIFEST_FORMAT)
+    if fmt != MANIFEST_FORMAT:
+        raise ManifestError(
+            f"{source}: manifest format {fmt} is not supported (this jetpolicy reads {MANIFEST_FORMAT})",
+            "regenerate it with this jetpolicy version",
+        )
+    name = _require(raw, "name", str, source)
+    sha = _require(raw, "sha256", str, source)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ManifestError(f"{source}: sha256 must be 64 lowercase hex digits", "regenerate the manifest")
+    rate = _require(raw, "control_rate_hz", float, source)
+    if not 0 < rate <= 10000:
+        raise ManifestError(f"{source}: control_rate_hz must be in (0, 10000], got {rate}", "fix the rate")
+    inputs = [_tensor(t, "observation", source) for t in _require(raw, "inputs", list, source)]
+    outputs = [_tensor(t, "action", source) for t in _require(raw, "outputs", list, source)]
+    if not inputs or not outputs:
+        raise ManifestError(f"{source}: a policy needs at least one input and one output", "fix the manifest")
+    for group, specs in (("input", inputs), ("output", outputs)):
+        names = [s.name for s in specs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ManifestError(f"{source}: duplicate {group} names {dupes}", "rename them in the export")
+    by_in = {s.name: s for s in inputs}
+    by_out = {s.name: s for s in outputs}
+    state: List[StatePair] = []
+    for pair in raw.get("state", []):
+        if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
+            raise ManifestError(f"{source}: state entries need 'input' and 'output'", "fix the manifest")
+        s_in, s_out = by_in.get(pair["input"]), by_out.get(pair["output"])
+        if s_in is None or s_out is None:
+            raise ManifestError(
+                f"{source}: state pair {pair['input']} -> {pair['output']} "
+                "names a tensor that does not exist",
+                "use the model's input and output names",
+            )
+        if s_in.shape != s_out.shape:
+            raise ManifestError(
+                f"{source}: state pair {s_in.name} {s_in.shape} -> {s_out.name} {s_out.shape} "
+                "differ in shape",
+                "the recurrent output must have the input's shape",
+            )
+        state.append(StatePair(input=s_in.name, output=s_out.name))
+    # Inputs named in a state pair are state regardless of what the file says.
+    state_inputs = {p.input for p in state}
+    state_outputs = {p.output for p in state}
+    inputs = [TensorSpec(t.name, t.shape, t.dtype, "state") if t.name in state_inputs else t for t in inputs]
+    outputs = [
+        TensorSpec(t.name, t.shape, t.dtype, "state") if t.name in state_outputs else t for t in outputs
+    ]
+    if not any(t.role == "observation" for t in inputs):
+        raise ManifestError(f"{source}: no input has role 'observation'", "mark the observation inputs")
+    if not any(t.role == "action" for t in outputs):
+        raise ManifestError(f"{source}: no output has role 'action'", "mark the action output")
+
+    normalization: Dict[str, Normalization] = {}
+    for tname, norm in raw.get("normalization", {}).items():
+        spec = by_in.get(tname)
+        if spec is None or spec.role != "observation":
+            raise ManifestError(f"{source}: normalization for unknown observation '{tname}'", "fix the name")
+        std = _floats(norm.get("std"), spec.size, f"normalization[{tname}].std", source)
+        if any(s <= 0 for s in std):
+            raise ManifestError(f"{source}: normalization[{tname}].std must be > 0", "fix the statistics")
+        normalization[tname] = Normalization(
+            mean=_floats(norm.get("mean"), spec.size, f"normalization[{tname}].mean", source), std=std
+        )
+    action: Dict[str, ActionTransform] = {}
+    for tname, tr in raw.get("action", {}).items():
+        spec = by_out.get(tname)
+        if spec is None:
+            raise ManifestError(f"{source}: action transform for unknown output '{tname}'", "fix the name")
+        fields = {
+            key: _floats(tr[key], spec.size, f"action[{tname}].{key}", source)
+            if tr.get(key) is not None
+            else None
+            for key in ("scale", "offset", "low", "high")
+        }
+        low, high = fields["low"], fields["high"]
+        if low is not None and high is not None and any(lo > hi for lo, hi in zip(low, high)):
+            raise ManifestError(f"{source}: action[{tname}] has low > high", "fix the limits")
+        action[tname] = ActionTransform(**fields)
+    safe_action: Dict[str, List[float]] = {}
+    for tname, values in raw.get("safe_action", {}).items():
+        spec = by_out.get(tname)
+        if spec is None:
+            raise ManifestError(f"{source}: safe_action for unknown output '{tname}'", "fix the name")
+        safe_action[tname] = _floats(values, spec.size, f"safe_action[{tname}]", source)
+    return PolicyManifest(
+        name=name,
+        sha256=sha,
+        control_rate_hz=rate,
+        inputs=inputs,
+        outputs=outputs,
+        created_by=str(raw.get("created_by", "")),
+        created_at=str(raw.get("created_at", "")),
+        state=state,
+        normalization=normalization,
+        action=action,
+        safe_action=safe_action,
+    )

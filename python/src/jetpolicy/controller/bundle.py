@@ -1,0 +1,172 @@
+"""The runtime bundle for one kind of robot, built on the controller: the robot-side jetpolicy wheel
+plus its dependency wheels for the ROBOT's architecture, Python version and glibc (not the
+controller's).
+
+The robot's wheel is built from `jetpolicy.common` and `jetpolicy.robot` only: the controller side
+(export, rollout, report, this bundler) never reaches a robot. The bundle directory is keyed by a
+hash of everything that decides its content (shipped sources, target platform, pip arguments), so
+an unchanged runtime is never rebuilt or re-shipped. `jetpolicy bundle-runtime` prints one JSON
+object: key, dir, wheels, built, jetpolicy_version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, List, Sequence
+
+from jetpolicy.common.errors import JetpolicyError
+
+__all__ = [
+    "ROBOT_PACKAGES",
+    "Bundle",
+    "BundleError",
+    "build_bundle",
+    "platform_tags",
+    "register",
+    "robot_source_files",
+    "stage_robot_source",
+]
+
+# Oldest manylinux_2_x tag worth asking for (manylinux2014 == 2_17).
+OLDEST_GLIBC_MINOR = 17
+# The parts of the package a robot runs; everything else under src/jetpolicy stays home.
+ROBOT_PACKAGES = ("common", "robot")
+_PROJECT_FILES = ("pyproject.toml", "README.md")
+
+
+class BundleError(JetpolicyError):
+    """The runtime bundle cannot be built for this robot platform."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    key: str
+    dir: str
+    wheels: List[str]
+    built: bool
+    jetpolicy_version: str
+
+
+def platform_tags(arch: str, glibc: str) -> List[str]:
+    """Every wheel platform tag the robot's glibc accepts, newest first (pip picks the best)."""
+    parts = glibc.split(".")
+    if len(parts) < 2 or parts[0] != "2" or not parts[1].isdigit():
+        raise BundleError(
+            f"unexpected glibc version {glibc!r}", "pass the robot's `getconf GNU_LIBC_VERSION`"
+        )
+    minor = int(parts[1])
+    tags = [f"manylinux_2_{m}_{arch}" for m in range(minor, OLDEST_GLIBC_MINOR - 1, -1)]
+    return [*tags, f"manylinux2014_{arch}"]
+
+
+def _shipped(path: Path, package_root: Path) -> bool:
+    relative = path.relative_to(package_root).parts
+    if "__pycache__" in relative or not path.is_file():
+        return False
+    return len(relative) == 1 or relative[0] in ROBOT_PACKAGES
+
+
+def robot_source_files(source: Path) -> Iterator[Path]:
+    """The files the robot's wheel is built from, relative to `source` (python/), sorted."""
+    for name in _PROJECT_FILES:
+        if (source / name).is_file():
+            yield Path(name)
+    package_root = source / "src" / "jetpolicy"
+    for path in sorted(package_root.rglob("*")):
+        if _shipped(path, package_root):
+            yield path.relative_to(source)
+
+
+def source_digest(source: Path) -> str:
+    digest = hashlib.sha256()
+    for relative in robot_source_files(source):
+        digest.update(str(relative).encode())
+        digest.update((source / relative).read_bytes())
+    return digest.hexdigest()
+
+
+def stage_robot_source(source: Path, dest: Path) -> Path:
+    """Copy the robot side of python/ into `dest`, ready for `pip wheel`."""
+    for relative in robot_source_files(source):
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, target)
+    return dest
+
+
+def _pip(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise BundleError(
+            f"pip {args[0]} failed (rc {proc.returncode}): {tail}",
+            "check the controller reaches its package index, or pre-fill the wheel cache",
+        )
+
+
+def build_bundle(
+    source: Path,
+    cache: Path,
+    python_version: str,
+    arch: str,
+    glibc: str,
+    constraints: Sequence[str] = (),
+) -> Bundle:
+    tags = platform_tags(arch, glibc)
+    pip_args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python_version]
+    for tag in tags:
+        pip_args += ["--platform", tag]
+    key_material = json.dumps([source_digest(source), pip_args, sorted(constraints)])
+    key = f"py{python_version}-{arch}-" + hashlib.sha256(key_material.encode()).hexdigest()[:12]
+    bundle = cache / key
+    built = False
+    if not (bundle / "COMPLETE").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache))
+        try:
+            with tempfile.TemporaryDirectory(prefix="jetpolicy-robot-src.") as src:
+                robot_src = stage_robot_source(source, Path(src))
+                _pip("wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                     "--wheel-dir", str(staging), str(robot_src))
+            (wheel,) = staging.glob("jetpolicy-*.whl")
+            _pip("download", "--quiet", *pip_args, "--dest", str(staging), str(wheel), *constraints)
+            (staging / "COMPLETE").write_text(key + "\n", encoding="utf-8")
+            if bundle.exists():
+                shutil.rmtree(bundle)
+            staging.rename(bundle)
+            built = True
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+    wheels = sorted(p.name for p in bundle.glob("*.whl"))
+    version = next(w.split("-")[1] for w in wheels if w.startswith("jetpolicy-"))
+    return Bundle(key=key, dir=str(bundle), wheels=wheels, built=built, jetpolicy_version=version)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bundle-runtime", help="build the robot runtime's wheels for one robot platform (JSON)"
+    )
+    parser.add_argument("--source", type=Path, required=True, help="the jetpolicy package (python/)")
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--python-version", required=True, help="robot's Python, e.g. 3.10")
+    parser.add_argument("--arch", required=True, help="robot's machine, e.g. aarch64")
+    parser.add_argument("--glibc", required=True, help="robot's glibc, e.g. 2.35")
+    parser.add_argument("--constraint", action="append", default=[], help="extra pins, e.g. numpy<2")
+    parser.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    bundle = build_bundle(
+        args.source, args.cache, args.python_version, args.arch, args.glibc, args.constraint
+    )
+    print(json.dumps(asdict(bundle)))
+    return 0

@@ -1,0 +1,93 @@
+"""Reference outputs for the parity gate, made on the controller from the validated ONNX.
+
+Deterministic observations around the training distribution go through ONNX Runtime with any
+recurrent state carried from tick to tick; the robot replays them through its deployed backend
+(jetpolicy.robot.parity) and compares the raw outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import numpy as np
+
+from jetpolicy.common.manifest import PolicyManifest, load_manifest
+from jetpolicy.robot.backends.onnxruntime_backend import OnnxRuntimeBackend
+from jetpolicy.robot.parity import IN_PREFIX, OUT_PREFIX, REFERENCE_FILE
+from jetpolicy.robot.policy import MANIFEST_FILE, MODEL_FILE, Policy
+
+__all__ = ["make_reference", "register"]
+
+
+def _observations(manifest: PolicyManifest, count: int, seed: int) -> Dict[str, np.ndarray]:
+    """Observations around the training distribution: mean +- 3 std when normalisation is known."""
+    rng = np.random.default_rng(seed)
+    result: Dict[str, np.ndarray] = {}
+    for spec in manifest.observation_inputs:
+        z = np.clip(rng.standard_normal((count, *spec.shape)), -3.0, 3.0)
+        norm = manifest.normalization.get(spec.name)
+        if norm is not None:
+            z = z * np.asarray(norm.std).reshape(spec.shape) + np.asarray(norm.mean).reshape(spec.shape)
+        result[spec.name] = z.astype(spec.dtype)
+    return result
+
+
+def make_reference(
+    model_path: Union[str, Path],
+    manifest: Union[PolicyManifest, str, Path],
+    out_path: Union[str, Path],
+    count: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Run the ONNX on `count` consecutive ticks (state carried) and save inputs + raw outputs."""
+    if not isinstance(manifest, PolicyManifest):
+        manifest = load_manifest(Path(manifest))
+    policy = Policy(manifest, OnnxRuntimeBackend(model_path), "onnxruntime: reference")
+    try:
+        obs = _observations(manifest, count, seed)
+        outputs: Dict[str, np.ndarray] = {
+            s.name: np.zeros((count, *s.shape), s.dtype) for s in manifest.outputs
+        }
+        for i in range(count):
+            raw = policy.step_raw({name: values[i] for name, values in obs.items()})
+            for name, buf in outputs.items():
+                buf[i] = raw[name]
+    finally:
+        policy.close()
+    arrays: Dict[str, Any] = {"manifest_sha256": np.array(manifest.sha256)}
+    arrays.update({IN_PREFIX + k: v for k, v in obs.items()})
+    arrays.update({OUT_PREFIX + k: v for k, v in outputs.items()})
+    out = Path(out_path)
+    # Written beside the target and renamed: a reader (or a cached copy) never sees a torn file.
+    # np.savez appends .npz to names without it, so it writes into an open handle.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+
+def register(subparsers: Any) -> None:
+    ref = subparsers.add_parser(
+        "reference", help="write reference.npz (inputs + ONNX outputs) for the parity gate"
+    )
+    ref.add_argument("--model", type=Path, required=True, help=MODEL_FILE)
+    ref.add_argument("--manifest", type=Path, required=True, help=MANIFEST_FILE)
+    ref.add_argument("--out", type=Path, required=True, help=REFERENCE_FILE)
+    ref.add_argument("--count", type=int, default=32, help="consecutive ticks (state carried)")
+    ref.add_argument("--seed", type=int, default=0)
+    ref.set_defaults(handler=run_reference)
+
+
+def run_reference(args: argparse.Namespace) -> int:
+    path = make_reference(args.model, args.manifest, args.out, count=args.count, seed=args.seed)
+    print(f"wrote {path} ({args.count} cases)")
+    return 0

@@ -1,0 +1,171 @@
+"""`jetpolicy bench`: the policy measured inside the runner's own loop at the target rate.
+
+A tight-loop benchmark reports warm-cache numbers a robot never sees; here every tick waits for
+its absolute release exactly like the service (same DeadlineScheduler, same ControlLoop), with
+synthetic observations, so inference times include the cold caches that sleeping causes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional, TextIO
+
+from jetpolicy.common.errors import ConfigError, JetpolicyError
+from jetpolicy.robot.backends.base import BACKEND_KINDS
+from jetpolicy.robot.config import default_spin_us
+from jetpolicy.robot.runner import ControlLoop, NullSink, loop_metrics
+from jetpolicy.robot.scheduler import DeadlineScheduler
+from jetpolicy.robot.sources import SyntheticSource
+from jetpolicy.robot.stats import LoopStats
+
+__all__ = ["bench_command", "measure_loop", "measured_loop", "register", "run_bench"]
+
+if TYPE_CHECKING:
+    from jetpolicy.robot.policy import Policy
+
+# The progress bar is redrawn only when this much time is left before the next release.
+_PROGRESS_SLACK_NS = 300_000
+
+
+def _progress(stream: TextIO, done_s: float, total_s: float, ticks: int) -> None:
+    width = 30
+    frac = min(1.0, done_s / total_s) if total_s > 0 else 1.0
+    filled = int(frac * width)
+    bar = "#" * filled + "-" * (width - filled)
+    stream.write(f"\r[{bar}] {frac * 100:5.1f}% {done_s:5.1f}/{total_s:.1f} s {ticks} ticks")
+    stream.flush()
+
+
+def measure_loop(
+    loop: ControlLoop, duration_s: float, progress: Optional[TextIO] = None, label: str = ""
+) -> None:
+    """Run `loop` for `duration_s` of absolute-grid time, redrawing progress in the slack."""
+    scheduler = loop.scheduler
+    scheduler.start()
+    start = scheduler.first_release_ns
+    end = start + int(duration_s * 1e9)
+    next_draw = start
+    if progress is not None and label:
+        progress.write(label + "\n")
+    while True:
+        timing = loop.tick()
+        if timing.end_ns >= end:
+            break
+        if progress is not None and timing.end_ns >= next_draw and loop.slack_ns() > _PROGRESS_SLACK_NS:
+            _progress(progress, (timing.end_ns - start) / 1e9, duration_s, scheduler.ticks)
+            next_draw = timing.end_ns + 200_000_000
+    if progress is not None:
+        _progress(progress, duration_s, duration_s, scheduler.ticks)
+        progress.write("\n")
+
+
+def measured_loop(policy: Policy, rate_hz: float, duration_s: float, spin_us: int) -> ControlLoop:
+    """The service's own loop on synthetic observations, with stats rings sized for the whole run
+    so the percentiles cover every tick, not a recent window."""
+    scheduler = DeadlineScheduler(1.0 / rate_hz, spin_us * 1e-6)
+    return ControlLoop(
+        policy,
+        scheduler,
+        SyntheticSource(policy.observation_specs, rate_hz),
+        NullSink(),
+        stale_after_ticks=1_000_000,
+        stats=LoopStats(scheduler.period_ns, capacity=int(duration_s * rate_hz) + 16),
+    )
+
+
+def run_bench(
+    release_dir: Path,
+    rate_hz: Optional[float] = None,
+    duration_s: float = 10.0,
+    backend: str = "auto",
+    engine: Optional[Path] = None,
+    warmup_s: float = 1.0,
+    spin_us: Optional[int] = None,
+    progress: Optional[TextIO] = None,
+) -> Dict[str, Any]:
+    """Measure the policy in the control loop; returns the `jetpolicy bench` JSON document."""
+    from jetpolicy.robot.policy import load_policy
+
+    if duration_s <= 0 or warmup_s < 0:
+        raise ConfigError(f"duration {duration_s} s / warm-up {warmup_s} s out of range", "use duration > 0")
+    policy = load_policy(release_dir, backend=backend, engine=engine)
+    try:
+        rate = float(rate_hz or policy.manifest.control_rate_hz)
+        spin_us = spin_us if spin_us is not None else default_spin_us(rate)
+        period_s = 1.0 / rate
+        if warmup_s > 0:
+            warm = ControlLoop(
+                policy,
+                DeadlineScheduler(period_s, spin_us * 1e-6),
+                SyntheticSource(policy.observation_specs, rate),
+                NullSink(),
+                stale_after_ticks=1_000_000,
+            )
+            measure_loop(warm, warmup_s)
+        policy.reset_state()
+        loop = measured_loop(policy, rate, duration_s, spin_us)
+        measure_loop(
+            loop, duration_s, progress, label=f"bench {release_dir} at {rate:g} Hz for {duration_s:g} s"
+        )
+        metrics = loop_metrics(loop)
+    finally:
+        policy.close()
+    return {
+        "backend": policy.backend_name,
+        "backend_reason": policy.backend_reason,
+        "rate_hz": rate,
+        "duration_s": duration_s,
+        "spin_us": spin_us,
+        "ticks": metrics["ticks"],
+        "inference_us": metrics["inference_us"],
+        "latency_us": metrics["latency_us"],
+        "period_error_us": metrics["period_error_us"],
+        "jitter_us": metrics["jitter_us"],
+        "drift_pct": metrics["drift_pct"],
+        "deadline_miss_rate": metrics["deadline_miss_rate"],
+        "deadline_misses": metrics["deadline_misses"],
+        "overruns": metrics["overruns"],
+        "skipped_periods": metrics["skipped_periods"],
+        "measured_at": round(time.time(), 3),
+    }
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    try:
+        result = run_bench(
+            args.release,
+            rate_hz=args.rate_hz,
+            duration_s=args.duration_s,
+            backend=args.backend,
+            engine=args.engine,
+            warmup_s=args.warmup_s,
+            spin_us=args.spin_us,
+            progress=None if args.quiet else sys.stderr,
+        )
+    except JetpolicyError as exc:
+        print(f"jetpolicy bench: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `jetpolicy bench --release DIR [--rate-hz N] [--duration-s S] ...`."""
+    parser = subparsers.add_parser(
+        "bench", help="measure the policy inside the real-time loop (JSON on stdout)"
+    )
+    parser.add_argument(
+        "--release", type=Path, required=True, help="release dir with policy.onnx + policy.json"
+    )
+    parser.add_argument("--rate-hz", type=float, default=None, help="loop rate (default: the manifest's)")
+    parser.add_argument("--duration-s", type=float, default=10.0, help="measured time")
+    parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured loop time first")
+    parser.add_argument("--backend", choices=BACKEND_KINDS, default="auto")
+    parser.add_argument("--engine", type=Path, default=None, help="TensorRT engine file")
+    parser.add_argument("--spin-us", type=int, default=None, help="busy-wait before each release (auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=bench_command)

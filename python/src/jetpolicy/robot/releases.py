@@ -1,0 +1,317 @@
+"""Release bookkeeping on the robot: what the service runs, atomic switches, and their history.
+
+What the service runs is a *deployment*: a policy release, the runtime virtualenv and the runner
+configuration it runs with. Each is selected by one symlink under the policy root:
+
+    <root>/current          -> releases/<id>/          (policy.onnx, policy.json, parity data)
+    <root>/runtime/current  -> <venv>                  (the jetpolicy package and its wheels)
+    <root>/runner.json      -> configs/<sha16>.json    (the runner configuration)
+
+A switch moves all three (each rename is atomic) and appends one JSON line to
+`<root>/history.jsonl` (time, action, from/to release, runtime and config, reason). A rollback
+finds the deployment that was active before the current one there and restores all of it, so a
+new runtime or a new runner configuration that breaks the service is undone together with the
+policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from jetpolicy.common.errors import JetpolicyError
+
+__all__ = [
+    "CONFIG_DIR",
+    "CONFIG_LINK",
+    "REQUIRED_FILES",
+    "RUNTIME_LINK",
+    "Deployment",
+    "SwitchResult",
+    "current_deployment",
+    "current_release",
+    "read_history",
+    "register",
+    "rollback",
+    "rollback_deployment",
+    "rollback_target",
+    "switch_release",
+]
+
+REQUIRED_FILES = ("policy.onnx", "policy.json")
+RUNTIME_LINK = Path("runtime") / "current"
+CONFIG_LINK = Path("runner.json")
+CONFIG_DIR = Path("configs")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    release: Optional[str]
+    # Absolute path of the runtime virtualenv; None when the robot predates runtime tracking.
+    runtime: Optional[str] = None
+    # File name under <root>/configs/.
+    config: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    changed: bool
+    previous: Optional[str]
+    current: str
+    action: str
+    reason: str
+    runtime: Optional[str] = None
+    previous_runtime: Optional[str] = None
+    config: Optional[str] = None
+    previous_config: Optional[str] = None
+    notes: str = ""
+
+
+def _link_target(link: Path) -> Optional[str]:
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def current_release(root: Path) -> Optional[str]:
+    target = _link_target(root / "current")
+    return Path(target).name if target else None
+
+
+def current_deployment(root: Path) -> Deployment:
+    config = _link_target(root / CONFIG_LINK)
+    return Deployment(
+        release=current_release(root),
+        runtime=_link_target(root / RUNTIME_LINK),
+        config=Path(config).name if config else None,
+    )
+
+
+def read_history(root: Path) -> List[Dict[str, Any]]:
+    path = root / "history.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line after power loss must not block a rollback
+    return records
+
+
+def _append_history(root: Path, record: Dict[str, Any]) -> None:
+    with (root / "history.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _check_release(root: Path, release_id: str) -> None:
+    release = root / "releases" / release_id
+    missing = [name for name in REQUIRED_FILES if not (release / name).is_file()]
+    if not release.is_dir() or missing:
+        raise JetpolicyError(
+            f"release {release_id} is not complete in {root}/releases "
+            f"(missing {', '.join(missing) or 'directory'})",
+            "stage it with deploy.yml before switching",
+        )
+
+
+def _runtime_problem(runtime: str) -> Optional[str]:
+    if not Path(runtime).is_absolute():
+        return f"runtime {runtime} is not an absolute path"
+    if not (Path(runtime) / "bin" / "jetpolicy").is_file():
+        return f"runtime {runtime} has no bin/jetpolicy"
+    return None
+
+
+def _config_problem(root: Path, config: str) -> Optional[str]:
+    if Path(config).name != config:
+        return f"runner config {config} must be a file name under {root / CONFIG_DIR}"
+    if not (root / CONFIG_DIR / config).is_file():
+        return f"runner config {root / CONFIG_DIR / config} does not exist"
+    return None
+
+
+def _check_parts(root: Path, target: Deployment) -> None:
+    problems = [
+        problem
+        for problem in (
+            _runtime_problem(target.runtime) if target.runtime else None,
+            _config_problem(root, target.config) if target.config else None,
+        )
+        if problem
+    ]
+    if problems:
+        raise JetpolicyError(
+            "; ".join(problems), "stage the runtime and config with deploy.yml before switching"
+        )
+
+
+def _swap_link(link: Path, target: str) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.parent / f".{link.name}.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    # rename(2) replaces the link atomically: readers see the old or the new target, never neither.
+    os.replace(tmp, link)
+    dir_fd = os.open(link.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _apply(root: Path, previous: Deployment, target: Deployment) -> None:
+    # The policy link moves last: until it does, every reader still reports the old release.
+    if target.runtime and target.runtime != previous.runtime:
+        _swap_link(root / RUNTIME_LINK, target.runtime)
+    if target.config and target.config != previous.config:
+        _swap_link(root / CONFIG_LINK, str(CONFIG_DIR / target.config))
+    if target.release != previous.release:
+        _swap_link(root / "current", f"releases/{target.release}")
+
+
+def _switch(root: Path, wanted: Deployment, reason: str, action: str, notes: str = "") -> SwitchResult:
+    release = wanted.release
+    if release is None:
+        raise JetpolicyError("no release named to switch to", "pass the release id")
+    _check_release(root, release)
+    _check_parts(root, wanted)
+    previous = current_deployment(root)
+    # A part not named keeps what the robot runs now.
+    target = Deployment(release, wanted.runtime or previous.runtime, wanted.config or previous.config)
+    result = SwitchResult(
+        changed=target != previous,
+        previous=previous.release,
+        current=release,
+        action=action,
+        reason=reason,
+        runtime=target.runtime,
+        previous_runtime=previous.runtime,
+        config=target.config,
+        previous_config=previous.config,
+        notes=notes,
+    )
+    if not result.changed:
+        return result
+    _apply(root, previous, target)
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "action": action,
+        "from": previous.release,
+        "to": target.release,
+        "runtime_from": previous.runtime,
+        "runtime_to": target.runtime,
+        "config_from": previous.config,
+        "config_to": target.config,
+        "reason": reason,
+    }
+    if notes:
+        record["notes"] = notes
+    _append_history(root, record)
+    return result
+
+
+def switch_release(
+    root: Path,
+    release_id: str,
+    reason: str,
+    runtime: Optional[str] = None,
+    config: Optional[str] = None,
+) -> SwitchResult:
+    return _switch(root, Deployment(release_id, runtime, config), reason, action="switch")
+
+
+def _led_to(record: Dict[str, Any], current: Deployment) -> bool:
+    """Whether this switch record moved the robot into `current`; parts that `current` leaves as
+    None, and records written before runtime tracking, match on the release alone."""
+    return (
+        record.get("action") == "switch"
+        and bool(record.get("from"))
+        and record.get("to") == current.release
+        and (current.runtime is None or record.get("runtime_to", current.runtime) == current.runtime)
+        and (current.config is None or record.get("config_to", current.config) == current.config)
+    )
+
+
+def rollback_deployment(root: Path) -> Deployment:
+    """The deployment that was active before the current one was switched to."""
+    current = current_deployment(root)
+    if current.release is None:
+        raise JetpolicyError(f"{root}/current does not exist", "deploy a release first")
+    history = read_history(root)
+    # Exact match first; then on the release alone, for a switch torn by power loss between its
+    # renames (links moved, history line never written).
+    for wanted in (current, Deployment(current.release)):
+        for record in reversed(history):
+            if _led_to(record, wanted):
+                return Deployment(str(record["from"]), record.get("runtime_from"), record.get("config_from"))
+    raise JetpolicyError(
+        f"no release before {current.release} in {root}/history.jsonl", "there is nothing to roll back to"
+    )
+
+
+def rollback_target(root: Path) -> str:
+    """The release that was active before the current one was switched to."""
+    return str(rollback_deployment(root).release)
+
+
+def rollback(root: Path, reason: str) -> SwitchResult:
+    target = rollback_deployment(root)
+    notes = []
+    # A part pruned since (old runtimes are removed after policy_runtime_keep deploys) is not a
+    # reason to stay on a failing release: keep what runs now and say so.
+    runtime_problem = _runtime_problem(target.runtime) if target.runtime else None
+    if runtime_problem:
+        notes.append(f"{runtime_problem}; kept the current runtime")
+        target = replace(target, runtime=None)
+    config_problem = _config_problem(root, target.config) if target.config else None
+    if config_problem:
+        notes.append(f"{config_problem}; kept the current runner config")
+        target = replace(target, config=None)
+    return _switch(root, target, reason, action="rollback", notes="; ".join(notes))
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("release", help="switch, roll back or show releases on this robot")
+    parser.add_argument("--root", type=Path, default=Path("/opt/jetpolicy"))
+    sub = parser.add_subparsers(dest="release_command", required=True)
+    switch = sub.add_parser("switch", help="point current at a staged release (atomic)")
+    switch.add_argument("release_id")
+    switch.add_argument("--reason", default="deploy")
+    switch.add_argument("--runtime", help="runtime virtualenv to run with (absolute path); default: keep")
+    switch.add_argument("--config", help="runner config file name under <root>/configs/; default: keep")
+    back = sub.add_parser("rollback", help="return to the release active before the current one")
+    back.add_argument("--reason", default="manual rollback")
+    sub.add_parser("show", help="current release, rollback target and history as JSON")
+    parser.set_defaults(handler=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    root: Path = args.root
+    if args.release_command == "switch":
+        result = switch_release(root, args.release_id, args.reason, args.runtime, args.config)
+        print(json.dumps(asdict(result)))
+    elif args.release_command == "rollback":
+        print(json.dumps(asdict(rollback(root, args.reason))))
+    else:
+        try:
+            target: Optional[Dict[str, Any]] = asdict(rollback_deployment(root))
+        except JetpolicyError:
+            target = None
+        print(
+            json.dumps(
+                {
+                    "current": asdict(current_deployment(root)),
+                    "rollback_target": target,
+                    "history": read_history(root),
+                }
+            )
+        )
+    return 0

@@ -1,0 +1,369 @@
+"""The policy service: a fixed-rate control loop from observations to actions.
+
+Per tick: wait for the absolute release -> take the newest observation -> policy.step (or the
+safe action when the input is stale) -> publish -> record timing. Status/metrics writes, watchdog
+pings and progress reporting run after the action is out and only when the slack before the next
+release allows, so they never delay an action.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple, Union
+
+import numpy as np
+
+from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.common.manifest import TensorSpec
+from jetpolicy.robot.config import (
+    RunnerConfig,
+    TransportConfig,
+    default_spin_us,
+    engine_for_release,
+    load_config,
+)
+from jetpolicy.robot.realtime import RealtimeResult, apply_realtime
+from jetpolicy.robot.scheduler import DeadlineScheduler, TickTiming
+from jetpolicy.robot.sdnotify import SdNotifier
+from jetpolicy.robot.sources import ReplaySource, SyntheticSource
+from jetpolicy.robot.stats import LoopStats, Ring
+from jetpolicy.robot.status import StatusWriter
+from jetpolicy.robot.transport import REJECT_REASONS, DatagramTransport, StaleTracker
+
+__all__ = [
+    "HOUSEKEEPING_BUDGET_NS",
+    "ActionSink",
+    "ControlLoop",
+    "NullSink",
+    "ObservationSource",
+    "PolicyLike",
+    "Runner",
+    "build_io",
+    "loop_metrics",
+    "main",
+    "register",
+    "run_command",
+    "warm_up",
+]
+
+# Housekeeping (percentiles + two small file writes) measured at ~0.3 ms here; only start it when
+# at least this much time is left before the next release, otherwise defer it by a tick.
+HOUSEKEEPING_BUDGET_NS = 600_000
+
+
+class PolicyLike(Protocol):
+    """What the loop needs from jetpolicy.robot.policy.Policy (a fake in tests)."""
+
+    @property
+    def observation_specs(self) -> List[TensorSpec]: ...
+
+    @property
+    def action_specs(self) -> List[TensorSpec]: ...
+
+    @property
+    def backend_name(self) -> str: ...
+
+    @property
+    def backend_reason(self) -> str: ...
+
+    def step(self, observations: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
+
+    def safe_action(self) -> Dict[str, np.ndarray]: ...
+
+    def reset_state(self) -> None: ...
+
+
+class ObservationSource(Protocol):
+    def poll(self) -> Optional[Dict[str, np.ndarray]]: ...
+
+    def close(self) -> None: ...
+
+
+class ActionSink(Protocol):
+    def publish(self, actions: Mapping[str, np.ndarray], sequence: int, safe: bool = False) -> bool: ...
+
+
+class NullSink:
+    """Discards actions (bench, synthetic runs without a robot)."""
+
+    def publish(self, actions: Mapping[str, np.ndarray], sequence: int, safe: bool = False) -> bool:
+        return True
+
+
+class ControlLoop:
+    """One tick of the service; the runner and the bench share it so the bench measures the runner."""
+
+    def __init__(
+        self,
+        policy: PolicyLike,
+        scheduler: DeadlineScheduler,
+        source: ObservationSource,
+        sink: ActionSink,
+        stale_after_ticks: int,
+        stats: Optional[LoopStats] = None,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.policy = policy
+        self.scheduler = scheduler
+        self.source = source
+        self.sink = sink
+        self.stale = StaleTracker(stale_after_ticks)
+        self.stats = stats or LoopStats(scheduler.period_ns)
+        self.inference = Ring(self.stats.latency.capacity)
+        self._clock_ns = clock_ns
+        # Copied once: the safe action must not change if the policy reuses its buffers.
+        self._safe = {name: np.array(value, copy=True) for name, value in policy.safe_action().items()}
+        self._observation: Optional[Mapping[str, np.ndarray]] = None
+        self.safe_actions = 0
+        self.sequence = 0  # sequence echoed in action packets: the observation's, else our tick count
+
+    def tick(self) -> TickTiming:
+        timing = self.scheduler.wait()
+        observation = self.source.poll()
+        fresh = observation is not None
+        if fresh:
+            self._observation = observation
+        stale = self.stale.update(fresh)
+        if stale or self._observation is None:
+            actions: Mapping[str, np.ndarray] = self._safe
+            self.safe_actions += 1
+            safe = True
+        else:
+            before = self._clock_ns()
+            actions = self.policy.step(self._observation)
+            self.inference.push(self._clock_ns() - before)
+            safe = False
+        self.sequence = getattr(self.source, "last_sequence", timing.index)
+        self.sink.publish(actions, self.sequence, safe)
+        timing = self.scheduler.end_tick()
+        self.stats.record(timing.start_ns, timing.release_ns, timing.latency_ns)
+        return timing
+
+    def publish_safe(self) -> None:
+        self.safe_actions += 1
+        self.sink.publish(self._safe, self.sequence, True)
+
+    def slack_ns(self) -> int:
+        return self.scheduler.next_release_ns - self._clock_ns()
+
+
+def warm_up(policy: PolicyLike, ticks: int) -> None:
+    """Run the policy on zeros so first-call costs (allocation, lazy init) happen before the loop."""
+    zeros = {spec.name: np.zeros(spec.shape, dtype=np.float32) for spec in policy.observation_specs}
+    for _ in range(ticks):
+        policy.step(zeros)
+    policy.reset_state()
+
+
+def build_io(
+    transport: TransportConfig, policy: PolicyLike, rate_hz: float
+) -> Tuple[ObservationSource, ActionSink, Optional[DatagramTransport]]:
+    """The observation source and action sink for a transport config."""
+    if transport.kind in ("udp", "unix"):
+        socket_io = DatagramTransport(
+            transport.kind, transport.bind, transport.action_to, policy.observation_specs, policy.action_specs
+        )
+        return socket_io.receiver, socket_io.publisher, socket_io
+    source: Union[SyntheticSource, ReplaySource]
+    if transport.kind == "replay" and transport.path is not None:
+        source = ReplaySource(transport.path, policy.observation_specs, loop=transport.loop)
+    else:
+        source = SyntheticSource(policy.observation_specs, rate_hz, seed=transport.seed)
+    return source, NullSink(), None
+
+
+class Runner:
+    """The service: setup, the loop, housekeeping and a clean stop."""
+
+    def __init__(self, config: RunnerConfig, duration_s: Optional[float] = None) -> None:
+        self.config = config
+        self.duration_s = duration_s
+        self.stop_requested = False
+        self.stop_reason = ""
+        self.realtime: List[RealtimeResult] = []
+        self.notifier = SdNotifier()
+        self.writer = StatusWriter(config.status_file, config.metrics_file)
+        self.started_at = time.time()
+        self.state = "starting"
+        self.error = ""
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        # Only set a flag: the tick in progress finishes and the loop exits at its boundary.
+        self.stop_requested = True
+        self.stop_reason = signal.Signals(signum).name
+
+    def run(self) -> int:
+        from jetpolicy.robot.policy import (
+            load_policy,  # imported here so the loop logic is usable without a backend
+        )
+
+        config = self.config
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        release_dir = config.release_dir.resolve()
+        engine = engine_for_release(config.engine, release_dir)
+        policy = load_policy(release_dir, backend=config.backend, engine=engine)
+        self.policy = policy
+        rate = config.rate_hz or policy.manifest.control_rate_hz
+        self.rate_hz = rate
+        source, sink, self.socket_io = build_io(config.transport, policy, rate)
+        self.receiver = source
+        spin_us = config.spin_us if config.spin_us is not None else default_spin_us(rate)
+        scheduler = DeadlineScheduler(1.0 / rate, spin_us * 1e-6, overrun_policy=config.overrun_policy)
+        self.loop = ControlLoop(policy, scheduler, source, sink, config.stale_after_ticks)
+        warm_up(policy, config.warmup_ticks)
+        # Real-time settings after warm-up: the GC freeze then covers the loaded model.
+        self.realtime = apply_realtime(config.realtime)
+        self.state = "running"
+        self.writer.write(self.snapshot())
+        self.notifier.ready(self.status_line())
+        try:
+            self._loop()
+        except JetpolicyError as exc:
+            self.state = "failed"
+            self.error = str(exc)
+        finally:
+            # Whatever ended the loop, the robot's last command is the safe action.
+            self.loop.publish_safe()
+            if self.state == "running":
+                self.state = "stopped"
+            self.writer.write(self.snapshot())
+            self.notifier.stopping(self.status_line())
+            self.notifier.close()
+            if self.socket_io is not None:
+                self.socket_io.close()
+            policy.close()
+        if self.state == "failed":
+            print(f"jetpolicy run: {self.error}", file=sys.stderr)
+            return 1
+        return 0
+
+    def _loop(self) -> None:
+        loop = self.loop
+        scheduler = loop.scheduler
+        interval_ns = int(self.config.status_interval_s * 1e9)
+        watchdog_ns = int(self.notifier.watchdog_interval_s * 1e9) if self.config.watchdog else 0
+        scheduler.start()
+        start = scheduler.first_release_ns
+        end = start + int(self.duration_s * 1e9) if self.duration_s is not None else None
+        next_status = start + interval_ns
+        next_ping = start
+        while not self.stop_requested:
+            timing = loop.tick()
+            now = timing.end_ns
+            if end is not None and now >= end:
+                self.stop_reason = "duration reached"
+                break
+            if watchdog_ns and now >= next_ping:
+                # Pinged from inside the loop: a stuck loop stops pinging and systemd restarts it.
+                self.notifier.watchdog()
+                next_ping = now + watchdog_ns
+            # Deferred while a tick is due, but never past a second interval: a policy too slow
+            # for its rate has no slack at all, and its status is exactly what must be seen.
+            overdue = now >= next_status + interval_ns
+            if now >= next_status and (loop.slack_ns() > HOUSEKEEPING_BUDGET_NS or overdue):
+                self.writer.write(self.snapshot())
+                self.notifier.status(self.status_line())
+                next_status = now + interval_ns
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The status document (schema in docs/architecture.md)."""
+        loop = getattr(self, "loop", None)
+        policy = getattr(self, "policy", None)
+        status: Dict[str, Any] = {
+            "state": self.state,
+            "pid": _getpid(),
+            "release": str(self.config.release_dir.resolve()),
+            "backend": policy.backend_name if policy is not None else "",
+            "backend_reason": policy.backend_reason if policy is not None else "",
+            "rate_hz": getattr(self, "rate_hz", 0.0),
+            "started_at": round(self.started_at, 3),
+            "updated_at": round(time.time(), 3),
+            "realtime": [r.to_dict() for r in self.realtime],
+            "warnings": [r.detail for r in self.realtime if not r.applied],
+        }
+        if self.error:
+            status["error"] = self.error
+        if self.stop_reason:
+            status["stop_reason"] = self.stop_reason
+        status.update(loop_metrics(loop, getattr(self, "receiver", None)))
+        return status
+
+    def status_line(self) -> str:
+        loop = getattr(self, "loop", None)
+        ticks = loop.scheduler.ticks if loop is not None else 0
+        misses = loop.scheduler.deadline_misses if loop is not None else 0
+        return (
+            f"{self.state}: {ticks} ticks at {getattr(self, 'rate_hz', 0.0):g} Hz, {misses} deadline misses"
+        )
+
+
+def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str, Any]:
+    """Counters and percentiles of a control loop (all zeros before it exists)."""
+    by_reason: Dict[str, int] = dict(getattr(receiver, "rejected", {reason: 0 for reason in REJECT_REASONS}))
+    if loop is None:
+        zero = {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+        return {
+            "ticks": 0, "overruns": 0, "skipped_periods": 0, "deadline_misses": 0, "deadline_miss_rate": 0.0,
+            "latency_us": zero, "inference_us": zero, "period_error_us": {"p50": 0.0, "p99": 0.0, "max": 0.0},
+            "jitter_us": 0.0, "drift_pct": 0.0, "stale_ticks": 0, "rejected_packets": 0,
+            "rejected_by_reason": by_reason, "safe_actions": 0,
+        }  # fmt: skip
+    sched = loop.scheduler
+    summary = loop.stats.summary_us()
+    inference = {k: round(v / 1000.0, 1) for k, v in loop.inference.percentiles((50, 90, 99)).items()}
+    return {
+        "ticks": sched.ticks,
+        "overruns": sched.overruns,
+        "skipped_periods": sched.skipped_periods,
+        "deadline_misses": sched.deadline_misses,
+        "deadline_miss_rate": round(sched.deadline_miss_rate, 6),
+        "latency_us": summary["latency_us"],
+        "inference_us": inference,
+        "period_error_us": summary["period_error_us"],
+        "jitter_us": round(loop.stats.jitter_ns / 1000.0, 2),
+        "drift_pct": round(loop.stats.drift_pct, 4),
+        "stale_ticks": loop.stale.stale_ticks,
+        "rejected_packets": sum(by_reason.values()),
+        "rejected_by_reason": by_reason,
+        "safe_actions": loop.safe_actions,
+    }
+
+
+def _getpid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        return Runner(config, duration_s=args.duration_s).run()
+    except JetpolicyError as exc:
+        print(f"jetpolicy run: {exc}", file=sys.stderr)
+        return 2
+
+
+def register(subparsers: Any) -> None:
+    """Add `jetpolicy run --config FILE [--duration-s S]`."""
+    parser = subparsers.add_parser("run", help="run the policy service (the real-time control loop)")
+    parser.add_argument("--config", type=Path, default=Path("/opt/jetpolicy/runner.json"), help="runner.json")
+    parser.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds (tests)")
+    parser.set_defaults(handler=run_command)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="jetpolicy")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The runner's status file and Prometheus textfile, written atomically off the hot path.
+
+Readers (health checks, the rollout gate, node_exporter's textfile collector) must never see a
+half-written file, so both are written to a temporary file in the same directory and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from jetpolicy.common.errors import JetpolicyError
+
+__all__ = ["StatusWriter", "read_status", "render_prometheus", "write_atomic"]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def read_status(path: Path) -> Optional[Dict[str, Any]]:
+    """The last status written, or None when there is none yet (or it is being replaced)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    except OSError as exc:
+        raise JetpolicyError(
+            f"cannot read the runner status {path}: {exc.strerror}",
+            "run the check as root or as the service user",
+        ) from exc
+    return data if isinstance(data, dict) else None
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_prometheus(status: Mapping[str, Any]) -> str:
+    """Prometheus text exposition of a status snapshot (see docs/architecture.md for the fields)."""
+    lines: List[str] = []
+    # fmt: off
+
+    def metric(name: str, kind: str, help_text: str, samples: List[str]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(samples)
+
+    release = _escape(str(status.get("release", "")))
+    backend = _escape(str(status.get("backend", "")))
+    metric("jetpolicy_info", "gauge", "Running release and backend.",
+           [f'jetpolicy_info{{release="{release}",backend="{backend}"}} 1'])
+    running = 1 if status.get("state") == "running" else 0
+    metric("jetpolicy_up", "gauge", "1 while the control loop runs.", [f"jetpolicy_up {running}"])
+    counters = (
+        ("jetpolicy_ticks_total", "ticks", "Control ticks run."),
+        ("jetpolicy_overruns_total", "overruns", "Releases found already passed (skip policy)."),
+        ("jetpolicy_stale_ticks_total", "stale_ticks", "Ticks with no fresh observation (stale)."),
+        ("jetpolicy_safe_actions_total", "safe_actions", "Safe actions published instead of inference."),
+    )
+    for name, key, help_text in counters:
+        metric(name, "counter", help_text, [f"{name} {int(status[key])}"])
+    metric("jetpolicy_deadline_miss_ratio", "gauge", "Ticks whose work ended after their absolute deadline.",
+           [f"jetpolicy_deadline_miss_ratio {status['deadline_miss_rate']:.6g}"])
+    latency = status["latency_us"]
+    quantiles = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max"))
+    metric("jetpolicy_latency_seconds", "gauge", "Tick work time, observation in to action out.",
+           [f'jetpolicy_latency_seconds{{quantile="{q}"}} {latency[k] / 1e6:.9f}' for q, k in quantiles])
+    metric("jetpolicy_jitter_seconds", "gauge", "Standard deviation of the actual control period.",
+           [f"jetpolicy_jitter_seconds {status['jitter_us'] / 1e6:.9f}"])
+    by_reason = sorted(status.get("rejected_by_reason", {}).items())
+    metric("jetpolicy_rejected_packets_total", "counter", "Observation packets dropped, by reason.",
+           [f'jetpolicy_rejected_packets_total{{reason="{_escape(r)}"}} {n}' for r, n in by_reason])
+    # fmt: on
+    return "\n".join(lines) + "\n"
+
+
+class StatusWriter:
+    """Writes the status JSON and (optionally) the Prometheus textfile."""
+
+    def __init__(self, status_file: Path, metrics_file: Optional[Path] = None) -> None:
+        self.status_file = status_file
+        self.metrics_file = metrics_file
+        self.writes = 0
+        self.errors = 0
+        self.last_error = ""
+
+    def write(self, status: Mapping[str, Any]) -> bool:
+        """Write both files; an I/O error is counted and kept, never raised into the control loop."""
+        try:
+            write_atomic(self.status_file, json.dumps(status, sort_keys=True) + "\n")
+            if self.metrics_file is not None:
+                write_atomic(self.metrics_file, render_prometheus(status))
+        except OSError as exc:
+            self.errors += 1
+            self.last_error = f"{exc.filename}: {exc.strerror}"
+            return False
+        self.writes += 1
+        return True

@@ -1,0 +1,374 @@
+"""Observation in, action out: the runner's datagram transport (format in docs/transport.md).
+
+One datagram = a 24-byte little-endian header + float32 payload. Observations carry every
+observation input concatenated in manifest order; actions carry every action output likewise.
+The receive side never raises on bad input: malformed or non-finite packets are dropped and
+counted per reason, because one bad sender must not stop the control loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.common.manifest import TensorSpec
+
+MAGIC = b"JPOL"
+VERSION = 1
+KIND_OBSERVATION = 1
+KIND_ACTION = 2
+FLAG_SAFE_ACTION = 0x0001  # action packets: this is the policy's safe action, not an inference result
+HEADER = struct.Struct("<4sBBHIQI")  # magic, version, kind, flags, sequence, timestamp_ns, payload_count
+HEADER_SIZE = HEADER.size
+FLOAT_SIZE = 4
+DEFAULT_OBSERVATION_ADDRESS = "127.0.0.1:47800"
+DEFAULT_ACTION_ADDRESS = "127.0.0.1:47801"
+REJECT_REASONS = ("short", "bad_magic", "bad_version", "wrong_kind", "wrong_size", "non_finite")
+
+Address = Union[Tuple[str, int], str]
+
+
+class TransportError(JetpolicyError):
+    """A transport socket cannot be set up (bad address, port in use, missing directory)."""
+
+
+def parse_address(kind: str, text: str) -> Address:
+    """UDP: "host:port"; unix: a filesystem path, or "@name" for the abstract namespace."""
+    if kind == "udp":
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TransportError(f"UDP address {text!r} is not host:port", 'write it like "127.0.0.1:47800"')
+        return (host, int(port))
+    if kind == "unix":
+        if not text:
+            raise TransportError("unix socket address is empty", "give a path like /run/jetpolicy/obs.sock")
+        return "\0" + text[1:] if text.startswith("@") else text
+    raise TransportError(f"transport kind {kind!r} has no socket address", "use udp or unix")
+
+
+def open_socket(kind: str, bind: Optional[Address]) -> socket.socket:
+    """A non-blocking datagram socket, bound when `bind` is given."""
+    family = socket.AF_INET if kind == "udp" else socket.AF_UNIX
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if bind is not None:
+            if isinstance(bind, str) and not bind.startswith("\0") and os.path.exists(bind):
+                # A stale socket file from a previous run would make bind fail with EADDRINUSE.
+                os.unlink(bind)
+            sock.bind(bind)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(
+            f"cannot bind {kind} socket to {bind!r}: {exc.strerror} (errno {exc.errno})",
+            "pick a free port/path, or create the socket directory (RuntimeDirectory=jetpolicy)",
+        ) from None
+    return sock
+
+
+def payload_size(specs: Sequence[TensorSpec]) -> int:
+    return sum(spec.size for spec in specs)
+
+
+def split_views(flat: np.ndarray, specs: Sequence[TensorSpec]) -> Dict[str, np.ndarray]:
+    """Views of `flat` shaped like each spec, in order; made once, refreshed by writing `flat`."""
+    views: Dict[str, np.ndarray] = {}
+    offset = 0
+    for spec in specs:
+        views[spec.name] = flat[offset : offset + spec.size].reshape(spec.shape)
+        offset += spec.size
+    return views
+
+
+def encode(kind: int, sequence: int, payload: np.ndarray, flags: int = 0, timestamp_ns: int = -1) -> bytes:
+    """One packet as bytes (allocates: for clients and tests, not the runner's hot path)."""
+    data = np.ascontiguousarray(payload, dtype="<f4").reshape(-1)
+    stamp = time.monotonic_ns() if timestamp_ns < 0 else timestamp_ns
+    header = HEADER.pack(MAGIC, VERSION, kind, flags, sequence & 0xFFFFFFFF, stamp, int(data.size))
+    return header + data.tobytes()
+
+
+class ObservationReceiver:
+    """Drains the socket each tick and keeps the newest valid observation.
+
+    `poll()` returns the observation views when at least one valid packet arrived since the last
+    poll, else None. The views are preallocated and overwritten by later polls.
+    """
+
+    def __init__(self, sock: socket.socket, specs: Sequence[TensorSpec]) -> None:
+        self._sock = sock
+        self.specs = list(specs)
+        self._count = payload_size(self.specs)
+        self._expected_len = HEADER_SIZE + FLOAT_SIZE * self._count
+        # One spare float so an oversized datagram is detected instead of silently truncated to fit.
+        self._buf = bytearray(self._expected_len + FLOAT_SIZE)
+        self._view = memoryview(self._buf)
+        self._incoming = np.frombuffer(self._buf, dtype="<f4", count=self._count, offset=HEADER_SIZE)
+        self._latest = np.zeros(self._count, dtype=np.float32)
+        self.observation = split_views(self._latest, self.specs)
+        self.rejected: Dict[str, int] = {reason: 0 for reason in REJECT_REASONS}
+        self.received = 0
+        self.last_sequence = 0
+        self.last_timestamp_ns = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def _validate(self, nbytes: int) -> Optional[str]:
+        if nbytes < HEADER_SIZE:
+            return "short"
+        magic, version, kind, _flags, _seq, _stamp, count = HEADER.unpack_from(self._buf)
+        if magic != MAGIC:
+            return "bad_magic"
+        if version != VERSION:
+            return "bad_version"
+        if kind != KIND_OBSERVATION:
+            return "wrong_kind"
+        if count != self._count or nbytes != self._expected_len:
+            return "short" if nbytes < HEADER_SIZE + FLOAT_SIZE * count else "wrong_size"
+        # A float64 sum of float32 values cannot overflow, so it is finite iff every value is.
+        if not np.isfinite(np.add.reduce(self._incoming, dtype=np.float64)):
+            return "non_finite"
+        return None
+
+    def poll(self) -> Optional[Dict[str, np.ndarray]]:
+        fresh = False
+        while True:
+            try:
+                nbytes = self._sock.recv_into(self._view)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                # e.g. ECONNREFUSED queued by an earlier send; nothing to read from it.
+                break
+            reason = self._validate(nbytes)
+            if reason is not None:
+                self.rejected[reason] += 1
+                continue
+            _m, _v, _k, _f, seq, stamp, _c = HEADER.unpack_from(self._buf)
+            np.copyto(self._latest, self._incoming)
+            self.last_sequence = seq
+            self.last_timestamp_ns = stamp
+            self.received += 1
+            fresh = True
+        return self.observation if fresh else None
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class ActionPublisher:
+    """Sends the action outputs, concatenated in manifest order, from one preallocated buffer."""
+
+    def __init__(self, sock: socket.socket, address: Address, specs: Sequence[TensorSpec]) -> None:
+        self._sock = sock
+        self._address = address
+        self.specs = list(specs)
+        self._count = payload_size(self.specs)
+        self._buf = bytearray(HEADER_SIZE + FLOAT_SIZE * self._count)
+        self._payload = np.frombuffer(self._buf, dtype="<f4", count=self._count, offset=HEADER_SIZE)
+        self._slots = split_views(self._payload, self.specs)
+        self.sent = 0
+        self.send_errors = 0
+        self.last_error = ""
+
+    def publish(self, actions: Mapping[str, np.ndarray], sequence: int, safe: bool = False) -> bool:
+        """Send one action packet; a send failure is counted (the receiver may be down), never raised."""
+        for name, slot in self._slots.items():
+            np.copyto(slot, actions[name], casting="same_kind")
+        HEADER.pack_into(
+            self._buf,
+            0,
+            MAGIC,
+            VERSION,
+            KIND_ACTION,
+            FLAG_SAFE_ACTION if safe else 0,
+            sequence & 0xFFFFFFFF,
+            time.monotonic_ns(),
+            self._count,
+        )
+        try:
+            self._sock.sendto(self._buf, self._address)
+        except OSError as exc:
+            self.send_errors += 1
+            self.last_error = f"{exc.strerror} (errno {exc.errno})"
+            return False
+        self.sent += 1
+        return True
+
+
+class StaleTracker:
+    """Decides when the input is stale: no fresh observation within `stale_after_ticks` ticks."""
+
+    def __init__(self, stale_after_ticks: int) -> None:
+        self.stale_after_ticks = stale_after_ticks
+        self._ticks_since_fresh = stale_after_ticks  # stale until the first observation arrives
+        self.stale_ticks = 0
+
+    def update(self, fresh: bool) -> bool:
+        """Call once per tick; returns True when this tick must publish the safe action."""
+        if fresh:
+            self._ticks_since_fresh = 0
+            return False
+        self._ticks_since_fresh += 1
+        if self._ticks_since_fresh >= self.stale_after_ticks:
+            self.stale_ticks += 1
+            return True
+        return False
+
+
+class DatagramTransport:
+    """The runner's socket pair: receive observations on `bind`, send actions to `action_to`."""
+
+    def __init__(
+        self,
+        kind: str,
+        bind: str,
+        action_to: str,
+        observation_specs: Sequence[TensorSpec],
+        action_specs: Sequence[TensorSpec],
+    ) -> None:
+        if kind not in ("udp", "unix"):
+            raise TransportError(f"datagram transport kind {kind!r} is unknown", "use udp or unix")
+        self.kind = kind
+        self.bind_address = parse_address(kind, bind)
+        self.action_address = parse_address(kind, action_to)
+        self._sock = open_socket(kind, self.bind_address)
+        self.receiver = ObservationReceiver(self._sock, observation_specs)
+        self.publisher = ActionPublisher(self._sock, self.action_address, action_specs)
+
+    def poll(self) -> Optional[Dict[str, np.ndarray]]:
+        return self.receiver.poll()
+
+    def publish(self, actions: Mapping[str, np.ndarray], sequence: int, safe: bool = False) -> bool:
+        return self.publisher.publish(actions, sequence, safe)
+
+    @property
+    def rejected(self) -> Dict[str, int]:
+        return self.receiver.rejected
+
+    def close(self) -> None:
+        self._sock.close()
+        if isinstance(self.bind_address, str) and not self.bind_address.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.bind_address)
+
+
+class ActionPacket:
+    """A decoded action datagram."""
+
+    def __init__(self, sequence: int, timestamp_ns: int, safe: bool, actions: Dict[str, np.ndarray]) -> None:
+        self.sequence = sequence
+        self.timestamp_ns = timestamp_ns
+        self.safe = safe
+        self.actions = actions
+
+
+class PolicyClient:
+    """The robot side in Python: send observations to the runner, receive its actions.
+
+    `bind` is where actions arrive (the runner's `action_to`); `runner` is the runner's `bind`.
+    """
+
+    def __init__(
+        self,
+        runner: str,
+        bind: str,
+        observation_specs: Sequence[TensorSpec],
+        action_specs: Sequence[TensorSpec],
+        kind: str = "udp",
+    ) -> None:
+        self.kind = kind
+        self._runner = parse_address(kind, runner)
+        self._bind = parse_address(kind, bind)
+        self._sock = open_socket(kind, self._bind)
+        self.observation_specs = list(observation_specs)
+        self.action_specs = list(action_specs)
+        self._sequence = 0
+        self._action_len = HEADER_SIZE + FLOAT_SIZE * payload_size(self.action_specs)
+        self._buf = bytearray(self._action_len + FLOAT_SIZE)
+
+    def send_raw(self, data: bytes) -> None:
+        self._sock.sendto(data, self._runner)
+
+    def send_observation(self, observation: Union[np.ndarray, Mapping[str, np.ndarray]]) -> int:
+        """Send one observation (a flat array, or arrays keyed by input name); returns its sequence."""
+        if isinstance(observation, np.ndarray):
+            flat = observation.reshape(-1)
+        else:
+            flat = np.concatenate(
+                [np.asarray(observation[s.name]).reshape(-1) for s in self.observation_specs]
+            )
+        self._sequence += 1
+        self.send_raw(encode(KIND_OBSERVATION, self._sequence, flat))
+        return self._sequence
+
+    def receive_action(self, timeout_s: float = 1.0) -> Optional[ActionPacket]:
+        """The next valid action packet, or None after `timeout_s` without one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._sock.settimeout(remaining)
+            try:
+                nbytes = self._sock.recv_into(self._buf)
+            except (socket.timeout, BlockingIOError):
+                return None
+            finally:
+                self._sock.setblocking(False)
+            if nbytes != self._action_len:
+                continue
+            magic, version, kind, flags, seq, stamp, _count = HEADER.unpack_from(self._buf)
+            if magic != MAGIC or version != VERSION or kind != KIND_ACTION:
+                continue
+            flat = np.frombuffer(bytes(self._buf[HEADER_SIZE:nbytes]), dtype="<f4").copy()
+            return ActionPacket(
+                seq, stamp, bool(flags & FLAG_SAFE_ACTION), split_views(flat, self.action_specs)
+            )
+
+    def drain(self) -> int:
+        """Discard queued action packets; returns how many."""
+        dropped = 0
+        while True:
+            try:
+                self._sock.recv_into(self._buf)
+            except (BlockingIOError, InterruptedError):
+                return dropped
+            dropped += 1
+
+    def close(self) -> None:
+        self._sock.close()
+        if isinstance(self._bind, str) and not self._bind.startswith("\0"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._bind)
+
+
+__all__: List[str] = [
+    "DEFAULT_ACTION_ADDRESS",
+    "DEFAULT_OBSERVATION_ADDRESS",
+    "FLAG_SAFE_ACTION",
+    "HEADER",
+    "KIND_ACTION",
+    "KIND_OBSERVATION",
+    "MAGIC",
+    "REJECT_REASONS",
+    "VERSION",
+    "ActionPacket",
+    "ActionPublisher",
+    "DatagramTransport",
+    "ObservationReceiver",
+    "PolicyClient",
+    "StaleTracker",
+    "TransportError",
+    "encode",
+    "parse_address",
+]
