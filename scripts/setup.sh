@@ -6,18 +6,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${VENV:-.venv}"
 
+sudo_cmd=""
+[ "$(id -u)" = 0 ] || sudo_cmd="sudo"
 need_apt=()
-for cmd in podman runc debootstrap ssh-keygen ssh; do
+for cmd in podman runc debootstrap ssh-keygen ssh qemu-aarch64-static update-binfmts; do
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$cmd")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages for: ${need_apt[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
+  # qemu-user-static + binfmt-support run the arm64 (Jetson-shaped) sim robots on this x86 host.
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq \
-    podman runc debootstrap uidmap slirp4netns openssh-client >/dev/null
+    podman runc debootstrap uidmap slirp4netns openssh-client qemu-user-static binfmt-support >/dev/null
 fi
+bash scripts/enable-arm64.sh
 
 stamp="$venv/.jetpolicy-requirements"
 want="$(cat requirements/controller.txt python/pyproject.toml | sha256sum | cut -d' ' -f1)"

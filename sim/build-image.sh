@@ -2,16 +2,18 @@
 # Build the simulated-robot images (Debian + systemd as PID 1 + sshd + python3) from Debian's
 # packages only: no container registry is reachable here. Images are cached: an existing image
 # is kept unless JETPOLICY_SIM_REBUILD=1.
-#   bookworm (Python 3.11) stands in for orin_robots, bullseye (Python 3.9) for xavier_robots.
+#   bookworm (Python 3.11) stands in for orin_robots, bullseye (Python 3.9) for xavier_robots,
+#   bullseye-arm64 (aarch64 under qemu-user, glibc 2.31 as on JetPack 5) for jetson_robots.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 mirror="${JETPOLICY_SIM_MIRROR:-http://deb.debian.org/debian}"
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(bookworm bullseye)
+[ ${#suites[@]} -gt 0 ] || suites=(bookworm bullseye bullseye-arm64)
 
 build_one() {
-  local suite="$1" image="localhost/jetpolicy-sim:$1"
+  local image="localhost/jetpolicy-sim:$1" suite="${1%-arm64}" arch=()
+  [ "$suite" = "$1" ] || arch=(--arch=arm64)
   if podman image exists "$image" && [ "${JETPOLICY_SIM_REBUILD:-0}" != 1 ]; then
     echo "sim image $image: cached"
     return
@@ -19,8 +21,12 @@ build_one() {
   local rootfs
   rootfs="$(mktemp -d /var/tmp/jetpolicy-sim-rootfs.XXXXXX)"
   trap 'rm -rf "$rootfs"' RETURN
-  echo "sim image $image: debootstrap $suite (about a minute)"
-  debootstrap --variant=minbase \
+  if [ ${#arch[@]} -gt 0 ]; then
+    echo "sim image $image: debootstrap $suite arm64 under qemu-user (about 4 minutes)"
+  else
+    echo "sim image $image: debootstrap $suite (about a minute)"
+  fi
+  debootstrap "${arch[@]}" --variant=minbase \
     --include=systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,sudo,iproute2,procps \
     "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -n 30 "$rootfs.log"; exit 1; }
   rm -f "$rootfs.log"
@@ -44,7 +50,9 @@ CONF
   # Honest about what it is: a simulated robot, not L4T (no /etc/nv_tegra_release).
   echo "jetpolicy simulated robot ($suite)" >"$rootfs/etc/jetpolicy-sim"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | podman import --quiet --change 'CMD ["/sbin/init"]' - "$image" >/dev/null
+  local import_arch=()
+  [ ${#arch[@]} -eq 0 ] || import_arch=(--arch arm64)
+  tar -C "$rootfs" -c . | podman import --quiet "${import_arch[@]}" --change 'CMD ["/sbin/init"]' - "$image" >/dev/null
   echo "sim image $image: built"
 }
 

@@ -7,7 +7,7 @@ the image), the fleet's SSH key in `robot`'s authorized_keys, and its host key r
 Ansible connects with strict host-key checking. The inventory is written to
 `inventory/sim/hosts.yml`.
 
-    python3 sim/fleet.py up [--orin 2] [--xavier 1]
+    python3 sim/fleet.py up [--orin 2] [--xavier 1] [--jetson 1]
     python3 sim/fleet.py down
     python3 sim/fleet.py status
 """
@@ -26,8 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO / ".sim"
 INVENTORY = REPO / "inventory" / "sim" / "hosts.yml"
 LABEL = "jetpolicy.sim=fleet"
-# orin_robots stand in for JetPack 6 (newer Debian), xavier_robots for JetPack 5 (older Debian).
-PLATFORMS: dict[str, str] = {"orin": "bookworm", "xavier": "bullseye"}
+# orin_robots stand in for JetPack 6 (newer Debian), xavier_robots for JetPack 5 (older Debian),
+# both x86_64. jetson_robots are aarch64 (bullseye arm64 under qemu-user: glibc 2.31 as on
+# JetPack 5) and dressed as an L4T R35 robot whose NVIDIA tools are replay doubles (sim/l4t/).
+PLATFORMS: dict[str, str] = {"orin": "bookworm", "xavier": "bullseye", "jetson": "bullseye-arm64"}
+L4T_DRESSED = {"jetson"}
+L4T_DIR = REPO / "sim" / "l4t"
+# Emulated robots boot and start services 10-25x slower than native ones.
+BOOT_TIMEOUT_S = {"jetson": 300.0}
 # Hosts here cannot raise rlimits above their hard limits, and crun fails on their cgroups.
 PODMAN_RUN_FLAGS = [
     "--systemd=always",
@@ -49,10 +55,9 @@ def podman(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
     return proc.stdout.decode()
 
 
-def robot_names(orin: int, xavier: int) -> list[tuple[str, str]]:
-    return [(f"sim-orin-{i}", "orin") for i in range(1, orin + 1)] + [
-        (f"sim-xavier-{i}", "xavier") for i in range(1, xavier + 1)
-    ]
+def robot_names(orin: int, xavier: int, jetson: int = 0) -> list[tuple[str, str]]:
+    counts = {"orin": orin, "xavier": xavier, "jetson": jetson}
+    return [(f"sim-{platform}-{i}", platform) for platform in PLATFORMS for i in range(1, counts[platform] + 1)]
 
 
 def fleet_key() -> Path:
@@ -114,9 +119,12 @@ def start_robot(name: str, platform: str, public_key: str) -> str:
         existing.pop(name)
     if name not in existing:
         image = f"localhost/jetpolicy-sim:{PLATFORMS[platform]}"
+        arch = ["--arch", "arm64"] if PLATFORMS[platform].endswith("-arm64") else []
         podman("run", "-d", "--name", name, "--hostname", name, "--label", LABEL,
-               "--label", f"jetpolicy.platform={platform}", *PODMAN_RUN_FLAGS, image, "/sbin/init")
-    wait_for_systemd(name)
+               "--label", f"jetpolicy.platform={platform}", *arch, *PODMAN_RUN_FLAGS, image, "/sbin/init")
+    wait_for_systemd(name, BOOT_TIMEOUT_S.get(platform, 90.0))
+    if platform in L4T_DRESSED:
+        dress_as_l4t(name)
     # Containers from one image would share host keys; make this robot's own, once.
     podman("exec", name, "sh", "-c",
            "test -e /etc/ssh/.jetpolicy-own-hostkeys || { rm -f /etc/ssh/ssh_host_*"
@@ -129,6 +137,13 @@ def start_robot(name: str, platform: str, public_key: str) -> str:
     if not address:
         raise SystemExit(f"sim fleet: {name} has no address on podman's bridge network")
     return address
+
+
+def dress_as_l4t(name: str) -> None:
+    """Install the L4T look (nv_tegra_release, dpkg entries, replay doubles of NVIDIA's tools)."""
+    podman("exec", name, "rm", "-rf", "/opt/jetpolicy-sim-l4t")
+    podman("cp", str(L4T_DIR), f"{name}:/opt/jetpolicy-sim-l4t")
+    podman("exec", name, "bash", "/opt/jetpolicy-sim-l4t/dress.sh", "/opt/jetpolicy-sim-l4t")
 
 
 def host_key(name: str) -> str:
@@ -164,12 +179,12 @@ def write_inventory(robots: Sequence[tuple[str, str, str]], key: Path, known_hos
 
 
 def cmd_up(args: argparse.Namespace) -> None:
+    counts = {"orin": args.orin, "xavier": args.xavier, "jetson": args.jetson}
     subprocess.run(["bash", str(REPO / "sim" / "build-image.sh"),
-                    *sorted({PLATFORMS[p] for p, n in (("orin", args.orin), ("xavier", args.xavier)) if n})],
-                   check=True)
+                    *sorted({PLATFORMS[p] for p, n in counts.items() if n})], check=True)
     key = fleet_key()
     public_key = (key.with_suffix(".pub")).read_text(encoding="utf-8")
-    wanted = robot_names(args.orin, args.xavier)
+    wanted = robot_names(args.orin, args.xavier, args.jetson)
     for container in running_containers():
         if container["name"] not in {n for n, _ in wanted}:
             podman("rm", "-f", container["name"])
@@ -206,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     up = sub.add_parser("up", help="start (or reuse) the fleet and write the inventory")
     up.add_argument("--orin", type=int, default=int(os.environ.get("JETPOLICY_SIM_ORIN", "2")))
     up.add_argument("--xavier", type=int, default=int(os.environ.get("JETPOLICY_SIM_XAVIER", "1")))
+    up.add_argument("--jetson", type=int, default=int(os.environ.get("JETPOLICY_SIM_JETSON", "1")),
+                    help="aarch64 robots dressed as L4T R35 (qemu-user; slow to boot and install)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="remove every sim robot").set_defaults(func=cmd_down)
     sub.add_parser("status", help="list sim robots").set_defaults(func=cmd_status)

@@ -39,6 +39,8 @@ __all__ = [
 OLDEST_GLIBC_MINOR = 17
 # The parts of the package a robot runs; everything else under src/jetpolicy stays home.
 ROBOT_PACKAGES = ("common", "robot")
+# Part of every bundle key: raise it when what a bundle holds changes for the same inputs.
+BUNDLE_LAYOUT = 2
 _PROJECT_FILES = ("pyproject.toml", "README.md")
 
 
@@ -124,7 +126,7 @@ def build_bundle(
     pip_args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python_version]
     for tag in tags:
         pip_args += ["--platform", tag]
-    key_material = json.dumps([source_digest(source), pip_args, sorted(constraints)])
+    key_material = json.dumps([BUNDLE_LAYOUT, source_digest(source), pip_args, sorted(constraints)])
     key = f"py{python_version}-{arch}-" + hashlib.sha256(key_material.encode()).hexdigest()[:12]
     bundle = cache / key
     built = False
@@ -137,7 +139,8 @@ def build_bundle(
                 _pip("wheel", "--quiet", "--no-deps", "--no-build-isolation",
                      "--wheel-dir", str(staging), str(robot_src))
             (wheel,) = staging.glob("jetpolicy-*.whl")
-            _pip("download", "--quiet", *pip_args, "--dest", str(staging), str(wheel), *constraints)
+            # pip itself travels too: older venv pips (JetPack 5: 20.0.2) cannot read manylinux_2_x tags.
+            _pip("download", "--quiet", *pip_args, "--dest", str(staging), str(wheel), "pip", *constraints)
             (staging / "COMPLETE").write_text(key + "\n", encoding="utf-8")
             if bundle.exists():
                 shutil.rmtree(bundle)

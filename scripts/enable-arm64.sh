@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Let this x86_64 host run arm64 binaries (the Jetson-shaped sim robots) through qemu-user.
+# binfmt-support registers qemu-aarch64 with the F (fix-binary) flag: the interpreter is opened at
+# registration, so it also works inside containers that do not have it. Idempotent.
+set -euo pipefail
+sudo_cmd=""
+[ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+misc=/proc/sys/fs/binfmt_misc
+if [ ! -e "$misc/register" ]; then
+  $sudo_cmd mount -t binfmt_misc binfmt_misc "$misc"
+fi
+if [ ! -e "$misc/qemu-aarch64" ]; then
+  $sudo_cmd update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+fi
+if ! grep -q '^enabled' "$misc/qemu-aarch64" 2>/dev/null; then
+  echo "setup: qemu-aarch64 is not registered with binfmt_misc: arm64 sim robots cannot start." >&2
+  echo "fix: apt-get install qemu-user-static binfmt-support; update-binfmts --enable qemu-aarch64" >&2
+  exit 1
+fi
+if ! grep -q 'flags:.*F' "$misc/qemu-aarch64"; then
+  echo "setup: qemu-aarch64 is registered without the F flag: it will not run inside containers." >&2
+  echo "fix: update-binfmts --disable qemu-aarch64 && update-binfmts --enable qemu-aarch64 (Debian's qemu-user-static registers it with F)" >&2
+  exit 1
+fi
