@@ -39,7 +39,18 @@ unit() {
 
 fleet() {
   python3 sim/fleet.py up
-  pytest -q -p no:cacheprovider tests/fleet
+  # Two runs side by side on one fleet: the x86 robots and the emulated aarch64 L4T robot share no
+  # host, and the Jetson one spends most of its time waiting on qemu.
+  local logs rc_x86=0 rc_jetson=0
+  logs="$(mktemp -d)"
+  pytest -q -p no:cacheprovider tests/fleet -m jetson >"$logs/jetson.log" 2>&1 &
+  local jetson_pid=$!
+  pytest -q -p no:cacheprovider tests/fleet -m "not jetson" || rc_x86=$?
+  wait "$jetson_pid" || rc_jetson=$?
+  echo "--- Jetson (L4T-shaped aarch64) fleet tests"
+  cat "$logs/jetson.log"
+  rm -rf "$logs"
+  [ "$rc_x86" = 0 ] && [ "$rc_jetson" = 0 ]
 }
 
 molecule_scenarios() {

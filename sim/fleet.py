@@ -57,7 +57,9 @@ def podman(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
 
 def robot_names(orin: int, xavier: int, jetson: int = 0) -> list[tuple[str, str]]:
     counts = {"orin": orin, "xavier": xavier, "jetson": jetson}
-    return [(f"sim-{platform}-{i}", platform) for platform in PLATFORMS for i in range(1, counts[platform] + 1)]
+    return [
+        (f"sim-{platform}-{i}", platform) for platform in PLATFORMS for i in range(1, counts[platform] + 1)
+    ]
 
 
 def fleet_key() -> Path:
@@ -126,13 +128,19 @@ def start_robot(name: str, platform: str, public_key: str) -> str:
     if platform in L4T_DRESSED:
         dress_as_l4t(name)
     # Containers from one image would share host keys; make this robot's own, once.
+    # Idempotent on a running robot: another test run may be using it over SSH right now, so sshd
+    # is restarted only for new host keys and authorized_keys is replaced atomically when it differs.
     podman("exec", name, "sh", "-c",
-           "test -e /etc/ssh/.jetpolicy-own-hostkeys || { rm -f /etc/ssh/ssh_host_*"
-           " && ssh-keygen -A >/dev/null && touch /etc/ssh/.jetpolicy-own-hostkeys; }"
-           "; systemctl reset-failed ssh; systemctl restart ssh")
+           "if test -e /etc/ssh/.jetpolicy-own-hostkeys; then systemctl is-active -q ssh ||"
+           " { systemctl reset-failed ssh; systemctl restart ssh; };"
+           " else rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null"
+           " && touch /etc/ssh/.jetpolicy-own-hostkeys"
+           " && systemctl reset-failed ssh && systemctl restart ssh; fi")
     podman("exec", "-i", name, "sh", "-c",
-           "cat > /home/robot/.ssh/authorized_keys && chown robot:robot /home/robot/.ssh/authorized_keys"
-           " && chmod 0600 /home/robot/.ssh/authorized_keys", stdin=public_key.encode())
+           "keys=/home/robot/.ssh/authorized_keys; cat > $keys.new"
+           " && { cmp -s $keys.new $keys && rm $keys.new"
+           " || { chown robot:robot $keys.new && chmod 0600 $keys.new && mv $keys.new $keys; }; }",
+           stdin=public_key.encode())
     address = podman("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).strip()
     if not address:
         raise SystemExit(f"sim fleet: {name} has no address on podman's bridge network")
@@ -140,7 +148,9 @@ def start_robot(name: str, platform: str, public_key: str) -> str:
 
 
 def dress_as_l4t(name: str) -> None:
-    """Install the L4T look (nv_tegra_release, dpkg entries, replay doubles of NVIDIA's tools)."""
+    """Install the L4T look (nv_tegra_release, dpkg entries, replay doubles of NVIDIA's tools), once."""
+    if run_podman("exec", name, "test", "-e", "/etc/jetpolicy-sim-l4t").returncode == 0:
+        return
     podman("exec", name, "rm", "-rf", "/opt/jetpolicy-sim-l4t")
     podman("cp", str(L4T_DIR), f"{name}:/opt/jetpolicy-sim-l4t")
     podman("exec", name, "bash", "/opt/jetpolicy-sim-l4t/dress.sh", "/opt/jetpolicy-sim-l4t")
@@ -175,7 +185,14 @@ def write_inventory(robots: Sequence[tuple[str, str, str]], key: Path, known_hos
     if robots:
         lines += ["    canary:", "      hosts:", f"        {robots[0][0]}:"]
     INVENTORY.parent.mkdir(parents=True, exist_ok=True)
-    INVENTORY.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomic(INVENTORY, "\n".join(lines) + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Readers (ssh, a concurrent ansible run) see the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def cmd_up(args: argparse.Namespace) -> None:
@@ -192,9 +209,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     for name, platform in wanted:
         robots.append((name, platform, start_robot(name, platform, public_key)))
     known_hosts = STATE_DIR / "known_hosts"
-    known_hosts.write_text(
-        "".join(f"{addr} {host_key(name)}\n" for name, _, addr in robots), encoding="utf-8"
-    )
+    write_atomic(known_hosts, "".join(f"{addr} {host_key(name)}\n" for name, _, addr in robots))
     write_inventory(robots, key, known_hosts)
     for name, platform, address in robots:
         print(f"{name:16} {platform:7} {address}")

@@ -11,7 +11,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+INVENTORY = REPO / "inventory" / "sim" / "hosts.yml"
+# The x86 robots; the L4T-shaped aarch64 robot has its own tests (test_jetson.py).
 ROBOTS = ["sim-orin-1", "sim-orin-2", "sim-xavier-1"]
+JETSON_ROBOT = "sim-jetson-1"
+# --limit for runs that must leave the Jetson robot to its own tests.
+X86_ROBOTS = "robots:!jetson_robots"
 
 
 def _env() -> dict[str, str]:

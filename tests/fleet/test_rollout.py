@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fleetlib import VENV_BIN, Robot, ansible_playbook, make_policy, run
+from fleetlib import VENV_BIN, X86_ROBOTS, Robot, ansible_playbook, make_policy, run
 from policies import write_opset23_policy
 
 pytestmark = pytest.mark.fleet
@@ -23,7 +23,7 @@ def release_id(policy: Path) -> str:
 
 def rollout(policy: Path, *extra: str) -> tuple[int, str, str, dict[str, Any]]:
     """Run `jetpolicy rollout` on the whole fleet; return rc, stdout, stderr and the report JSON."""
-    proc = run([str(VENV_BIN / "jetpolicy"), "rollout", "--limit", "robots", "--policy", str(policy), *extra])
+    proc = run([str(VENV_BIN / "jetpolicy"), "rollout", "--limit", X86_ROBOTS, "--policy", str(policy), *extra])
     match = re.findall(r"(\S+/reports/[^/\s]+)/report\.md", proc.stdout + proc.stderr)
     assert match, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads((Path(match[-1]) / "report.json").read_text())
@@ -177,7 +177,7 @@ def test_unreachable_robot_is_reported_and_the_rest_are_promoted(
         rc, _out, err, report = rollout(newer)
     finally:
         subprocess.run(["podman", "start", offline.name], check=True, capture_output=True)
-        proc = run([sys.executable, "sim/fleet.py", "up", "--orin", "2", "--xavier", "1"])
+        proc = run([sys.executable, "sim/fleet.py", "up"])
         assert proc.returncode == 0, proc.stderr
     assert rc != 0
     assert "sim-xavier-1 unreachable" in err and "rerun with -l sim-xavier-1" in err

@@ -1,0 +1,143 @@
+"""The Jetson branch of every role, end to end, on the L4T-shaped aarch64 sim robot (sim-jetson-1).
+
+sim-jetson-1 is Debian bullseye arm64 under qemu-user (glibc 2.31, as JetPack 5) dressed as an
+L4T R35 robot by sim/l4t/: /etc/nv_tegra_release, JetPack's dpkg entries, and replay doubles of
+trtexec, nvpmodel, jetson_clocks and tegrastats answering with real recorded output. The runner
+there has no TensorRT, so it runs the policy on ONNX Runtime (aarch64 wheels) and says why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fleetlib import Robot, ansible_playbook, make_policy, podman_exec, recap
+
+pytestmark = [pytest.mark.fleet, pytest.mark.jetson]
+
+HOST = "sim-jetson-1"
+ENGINES = "/opt/jetpolicy/engines"
+
+
+def release_id(policy: Path) -> str:
+    return str(json.loads((policy / "policy.json").read_text())["sha256"])[:16]
+
+
+def deploy(policy: Path, *extra: str) -> str:
+    proc = ansible_playbook("deploy.yml", "-l", "jetson_robots", "-e", f"jetpolicy_policy_dir={policy}", *extra)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def engine_of(release: str) -> str:
+    """The engine file a release's link points at ('' when there is none)."""
+    return podman_exec(HOST, "readlink", "-f", f"{ENGINES}/by-release/{release}.engine")
+
+
+@pytest.fixture(scope="module")
+def jetson(jetson_fleet: Robot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    base = tmp_path_factory.mktemp("jetson-policies")
+    yield {"a": make_policy(base / "a", "--seed", "61"), "b": make_policy(base / "b", "--seed", "62")}
+
+
+def test_provision_runs_the_l4t_branch(jetson_fleet: Robot) -> None:
+    """provision.yml on the L4T robot: power mode set and verified through nvpmodel, jetson_clocks
+    made persistent, the service user in the GPU groups; the facts say the tools are replayed."""
+    proc = ansible_playbook(
+        "playbooks/provision.yml", "-l", "jetson_robots",
+        "-e", "jetson_provision_apt_update_cache=false",
+        "-e", "jetson_provision_nvpmodel_mode=2", "-e", "jetson_provision_jetson_clocks=true",
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+    assert "NV Power Mode" in podman_exec(HOST, "nvpmodel", "-q")
+    assert podman_exec(HOST, "sh", "-c", "nvpmodel -q | tail -n 1") == "2"
+    assert podman_exec(HOST, "systemctl", "is-enabled", "jetpolicy-jetson-clocks.service") == "enabled"
+    groups = podman_exec(HOST, "id", "-nG", "jetpolicy").split()
+    assert {"video", "render"} <= set(groups), groups
+    again = ansible_playbook(
+        "playbooks/provision.yml", "-l", "jetson_robots",
+        "-e", "jetson_provision_apt_update_cache=false",
+        "-e", "jetson_provision_nvpmodel_mode=2", "-e", "jetson_provision_jetson_clocks=true",
+    )
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap(again.stdout)[HOST]["changed"] == 0, again.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def first_deploy(jetson: dict[str, Path]) -> str:
+    return deploy(jetson["a"])
+
+
+def test_aarch64_runtime_with_jetpack_site_packages(jetson: dict[str, Path], first_deploy: str) -> None:
+    """The runtime venv runs the robot's own aarch64 Python 3.9, sees the system site-packages
+    (where JetPack's TensorRT bindings live) and holds aarch64 wheels chosen for glibc 2.31."""
+    venv = podman_exec(HOST, "readlink", "-f", "/opt/jetpolicy/runtime/current")
+    probe = podman_exec(
+        HOST, f"{venv}/bin/python", "-c",
+        "import platform, sys, numpy, onnxruntime; "
+        "print(platform.machine(), sys.version_info[:2], numpy.__version__, onnxruntime.__version__)",
+    )
+    assert probe.startswith("aarch64 (3, 9) 1."), probe
+    assert "include-system-site-packages = true" in podman_exec(HOST, "cat", f"{venv}/pyvenv.cfg")
+    wheels = podman_exec(HOST, "sh", "-c", "ls /opt/jetpolicy/runtime/wheels/*/")
+    assert "onnxruntime-" in wheels and "aarch64" in wheels, wheels
+
+
+def test_engine_built_on_the_robot_and_linked_to_its_release(jetson: dict[str, Path], first_deploy: str) -> None:
+    """trtexec (the replay double at JetPack's path) built the engine through our module; the engine
+    is linked to the release; the runner fell back to ONNX Runtime and says why."""
+    release = release_id(jetson["a"])
+    engine = engine_of(release)
+    assert engine.startswith(f"{ENGINES}/") and engine.endswith(".engine"), engine
+    assert podman_exec(HOST, "head", "-c", "23", engine) == "SIMULATED-ENGINE replay"
+    status = json.loads(podman_exec(HOST, "cat", "/run/jetpolicy/status.json"))
+    assert status["backend"] == "onnxruntime"
+    assert "tensorrt" in status["backend_reason"], status["backend_reason"]
+
+
+def test_rerun_hits_the_engine_cache(jetson: dict[str, Path], first_deploy: str) -> None:
+    """The same deploy again builds nothing and changes nothing."""
+    engine = engine_of(release_id(jetson["a"]))
+    mtime = podman_exec(HOST, "stat", "-c", "%Y", engine)
+    out = deploy(jetson["a"])
+    assert recap(out)[HOST]["changed"] == 0, out[-3000:]
+    assert podman_exec(HOST, "stat", "-c", "%Y", engine) == mtime
+
+
+def test_unit_lets_only_the_gpu_nodes_in(first_deploy: str) -> None:
+    """The runner's private /dev holds the pseudo-devices and the GPU nodes, nothing else; the GPU
+    nodes open past the device cgroup (ENODEV: the placeholder has no driver behind it)."""
+    pid = podman_exec(HOST, "systemctl", "show", "-p", "MainPID", "--value", "jetpolicy-runner")
+    listing = podman_exec(HOST, "nsenter", "-t", pid, "-m", "ls", "/dev")
+    assert "nvmap" in listing.split() and "nvhost-ctrl-gpu" in listing.split(), listing
+    assert "tty1" not in listing.split() and "kmsg" not in listing.split(), listing
+    probe = (
+        "import errno, os\n"
+        "try:\n    os.close(os.open('/dev/nvmap', os.O_RDWR))\n    print('opened')\n"
+        "except OSError as exc:\n    print(errno.errorcode[exc.errno])\n"
+    )
+    opened = podman_exec(
+        HOST, "nsenter", "-t", pid, "-m", "--", "setpriv", "--reuid=jetpolicy", "--regid=jetpolicy",
+        "--groups=video,render", "python3", "-c", probe,
+    )
+    assert opened in ("ENODEV", "ENXIO", "opened"), opened
+
+
+def test_new_policy_gets_its_engine_and_rollback_brings_the_old_one_back(jetson: dict[str, Path], first_deploy: str) -> None:
+    """A second policy is built, linked, gated (parity included) and promoted; rollback.yml goes back
+    to the first release, whose engine link is still there, and the runner runs it again."""
+    first, second = release_id(jetson["a"]), release_id(jetson["b"])
+    first_engine = engine_of(first)
+    deploy(jetson["b"])
+    robot = Robot(HOST)
+    assert robot.current() == second
+    assert engine_of(second) not in ("", first_engine)
+    proc = ansible_playbook("rollback.yml", "-l", HOST)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert robot.current() == first
+    assert engine_of(first) == first_engine
+    status = robot.status()
+    assert status["state"] == "running" and status["pid"] == robot.main_pid()
+    assert robot.history()[-1]["action"] == "rollback"
