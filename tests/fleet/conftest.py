@@ -20,7 +20,7 @@ def ensure_fleet() -> None:
     if shutil.which("podman") is None:
         pytest.fail("podman is not installed: run scripts/setup.sh (make test does)")
     listed = run(["podman", "ps", "--filter", "label=jetpolicy.sim=fleet", "--format", "{{.Names}}"])
-    if set(ROBOTS + [JETSON_ROBOT]) <= set(listed.stdout.split()) and INVENTORY.exists():
+    if {*ROBOTS, JETSON_ROBOT} <= set(listed.stdout.split()) and INVENTORY.exists():
         return
     proc = run([sys.executable, "sim/fleet.py", "up"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
