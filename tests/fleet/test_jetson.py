@@ -28,7 +28,7 @@ def release_id(policy: Path) -> str:
 def deploy(policy: Path, *extra: str) -> str:
     proc = ansible_playbook("deploy.yml", "-l", "jetson_robots", "-e", f"jetpolicy_policy_dir={policy}", *extra)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
-    return proc.stdout
+    return str(proc.stdout)
 
 
 def engine_of(release: str) -> str:
