@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -22,8 +21,9 @@ from ansible.module_utils.testing import patch_module_args
 
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = REPO / "library"
-# The recorded trtexec logs live in ../shared beside the repository (CI checks it out there).
-FIXTURES = Path(os.environ.get("JETPOLICY_TRTEXEC_FIXTURES", str(REPO.parent / "shared" / "fixtures" / "trtexec")))
+# The recorded trtexec logs, in the repository so the tests need nothing beside it (README there
+# names each log's source).
+FIXTURES = REPO / "tests" / "fixtures" / "trtexec"
 HERE = Path(__file__).resolve().parent
 
 if str(REPO / "module_utils") not in ansible.module_utils.__path__:
@@ -100,7 +100,6 @@ __all__ = [
     "fixture_text",
     "json_dump",
     "load_module",
-    "os",
     "sys",
     "write_executable",
 ]
