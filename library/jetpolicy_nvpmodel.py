@@ -75,7 +75,8 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.jetpolicy_provision import nvpmodel_needs_reboot, parse_nvpmodel_query
+from ansible.module_utils.jetpolicy_jetson import parse_nvpmodel_query
+from ansible.module_utils.jetpolicy_provision import nvpmodel_needs_reboot
 
 
 def stage_default(module, conf, status_file, mode):
@@ -110,7 +111,8 @@ def main():
     rc, out, err = module.run_command([nvpmodel, "-q"], environ_update=env)
     if rc != 0:
         module.fail_json(msg="nvpmodel -q failed (rc=%d)" % rc, rc=rc, stdout=out, stderr=err)
-    current, name = parse_nvpmodel_query(out)
+    query = parse_nvpmodel_query(out)
+    current, name = query.mode_id, query.name
     result = dict(
         changed=False,
         previous_mode=current,
@@ -135,7 +137,8 @@ def main():
     if rc != 0:
         module.fail_json(msg="nvpmodel -m %d failed (rc=%d)" % (mode, rc), rc=rc, stdout=out, stderr=err)
     rc, out, err = module.run_command([nvpmodel, "-q"], environ_update=env)
-    now, now_name = parse_nvpmodel_query(out)
+    query = parse_nvpmodel_query(out)
+    now, now_name = query.mode_id, query.name
     if now != mode:
         module.fail_json(msg="nvpmodel -m %d ran but nvpmodel -q reports %s" % (mode, now), stdout=out, stderr=err)
     result["changed"] = True

@@ -108,9 +108,8 @@ import glob
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.jetpolicy_jetson import nearest_existing_parent, parse_meminfo
 from ansible.module_utils.jetpolicy_provision import (
-    nearest_existing,
-    parse_meminfo,
     parse_thermal_millic,
     preflight_verdicts,
     time_sync_verdict,
@@ -150,13 +149,14 @@ def main():
         supports_check_mode=True,
     )
     path = module.params["path"]
-    measured = nearest_existing(path, os.path.exists)
+    measured = nearest_existing_parent("/", path)
     try:
         stat = os.statvfs(measured)
         free_mb = stat.f_bavail * stat.f_frsize // (1024 * 1024)
     except OSError as exc:
         module.fail_json(msg="cannot stat filesystem of %s: %s" % (measured, exc))
-    total_mb, available_mb = parse_meminfo(_read("/proc/meminfo"))
+    memory = parse_meminfo(_read("/proc/meminfo"))
+    total_mb, available_mb = memory["memory_total_mb"], memory["memory_available_mb"]
     temperatures = read_temperatures(module.params["thermal_glob"])
     problems, notes = preflight_verdicts(
         path=path,

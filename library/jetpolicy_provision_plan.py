@@ -101,8 +101,8 @@ trtexec_path:
 import glob
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.jetpolicy_jetson import TRTEXEC_PATH
 from ansible.module_utils.jetpolicy_provision import (
-    TRTEXEC_PATH,
     apt_package_specs,
     apt_source_verdict,
     desired_nvpmodel_mode,

@@ -170,12 +170,11 @@ def gather(module, root, policy_root):
         nvpmodel = module.get_bin_path("nvpmodel")
         if nvpmodel:
             _rc, out, _err = module.run_command([nvpmodel, "-q"], environ_update={"LC_ALL": "C"})
-            facts["nvpmodel_mode"], facts["nvpmodel_mode_id"] = parse_nvpmodel_query(out)
+            query = parse_nvpmodel_query(out)
+            facts["nvpmodel_mode"], facts["nvpmodel_mode_id"] = query.name, query.mode_id
 
     facts["dla_cores"] = count_dla_cores(root)
-    meminfo = read_text(root, "/proc/meminfo")
-    if meminfo:
-        facts.update(parse_meminfo(meminfo))
+    facts.update(parse_meminfo(read_text(root, "/proc/meminfo")))
     facts["policy_root_free_mb"] = free_mb(nearest_existing_parent(root, policy_root))
     return facts
 

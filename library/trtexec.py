@@ -220,8 +220,10 @@ from ansible.module_utils.jetpolicy_trtexec import (
     tensorrt_version_from_header,
 )
 
-JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
-TENSORRT_PACKAGES = ("libnvinfer-bin", "libnvinfer10", "libnvinfer8", "tensorrt")
+# trtexec's JetPack location and the TensorRT packages asked for its version: one home, shared
+# with jetson_facts.
+from ansible.module_utils.jetpolicy_jetson import TENSORRT_PACKAGES, TRTEXEC_PATH
+
 VERSION_HEADERS = (
     "/usr/include/aarch64-linux-gnu/NvInferVersion.h",
     "/usr/include/x86_64-linux-gnu/NvInferVersion.h",
@@ -235,12 +237,12 @@ def find_trtexec(module):
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             module.fail_json(msg="trtexec_path %s is not an executable file" % path)
         return path
-    if os.path.isfile(JETPACK_TRTEXEC) and os.access(JETPACK_TRTEXEC, os.X_OK):
-        return JETPACK_TRTEXEC
+    if os.path.isfile(TRTEXEC_PATH) and os.access(TRTEXEC_PATH, os.X_OK):
+        return TRTEXEC_PATH
     path = module.get_bin_path("trtexec")
     if not path:
         module.fail_json(msg="trtexec not found at %s nor on PATH: install TensorRT (JetPack's "
-                             "libnvinfer-bin) or set trtexec_path" % JETPACK_TRTEXEC)
+                             "libnvinfer-bin) or set trtexec_path" % TRTEXEC_PATH)
     return path
 
 

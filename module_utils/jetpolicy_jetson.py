@@ -23,10 +23,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple, Optional
 
 __all__ = [
     "JETPACK_BY_L4T",
+    "TENSORRT_PACKAGES",
+    "TRTEXEC_PACKAGE",
+    "TRTEXEC_PATH",
+    "NvpmodelQuery",
     "base_facts",
     "count_dla_cores",
     "cuda_version_from_files",
@@ -77,7 +81,14 @@ JETPACK_BY_L4T: dict[str, str] = {
 # Fallback when the exact release is not in the table: the JetPack major line.
 _JETPACK_FAMILY = {"32": "4.x", "34": "5.0 DP", "35": "5.x", "36": "6.x", "38": "7.x"}
 
-TENSORRT_PACKAGES = ("libnvinfer-bin", "libnvinfer10", "libnvinfer8", "tensorrt", "nvidia-tensorrt")
+# Where JetPack installs trtexec (not on PATH by default), and the package that ships it
+# (../shared/fixtures/trtexec/README.md). The one home of both: the facts module, the trtexec module
+# and the provisioning plan import them from here.
+TRTEXEC_PATH = "/usr/src/tensorrt/bin/trtexec"
+TRTEXEC_PACKAGE = "libnvinfer-bin"
+# Packages whose version is the installed TensorRT, in the order they are asked: the first one
+# installed answers (jetson_facts and the trtexec module both read this list).
+TENSORRT_PACKAGES = (TRTEXEC_PACKAGE, "libnvinfer10", "libnvinfer8", "tensorrt", "nvidia-tensorrt")
 CUDNN_PACKAGES = ("libcudnn9-cuda-12", "libcudnn9", "libcudnn8")
 L4T_CORE_PACKAGE = "nvidia-l4t-core"
 
@@ -214,29 +225,45 @@ def read_board_model(root: str) -> str | None:
     return model or None
 
 
-def parse_meminfo(text: str) -> dict[str, int]:
-    """MemTotal / MemAvailable in MiB (meminfo prints kB)."""
-    result: dict[str, int] = {}
-    for key, fact in (("MemTotal", "memory_total_mb"), ("MemAvailable", "memory_available_mb")):
-        match = re.search(rf"^{key}:\s+(\d+)\s*kB", text, re.MULTILINE)
-        if match:
-            result[fact] = int(match.group(1)) // 1024
-    return result
+def parse_meminfo(text: str | None) -> dict[str, int | None]:
+    """/proc/meminfo -> {'memory_total_mb', 'memory_available_mb'} in MiB (meminfo prints kB).
+
+    Both are None without a MemTotal line; MemAvailable falls back to MemFree (kernels < 3.14).
+    """
+    values: dict[str, int] = {}
+    for match in re.finditer(r"^(\w+):\s+(\d+)\s*kB", text or "", re.MULTILINE):
+        values[match.group(1)] = int(match.group(2))
+    if "MemTotal" not in values:
+        return {"memory_total_mb": None, "memory_available_mb": None}
+    available = values.get("MemAvailable", values.get("MemFree", 0))
+    return {"memory_total_mb": values["MemTotal"] // 1024, "memory_available_mb": available // 1024}
 
 
-def parse_nvpmodel_query(text: str) -> tuple[str | None, int | None]:
-    """``NV Power Mode: MAXN`` + ``0`` -> ('MAXN', 0)."""
+class NvpmodelQuery(NamedTuple):
+    """What ``nvpmodel -q`` says: read the fields by name (``.mode_id``), never by position."""
+
+    name: Optional[str]
+    mode_id: Optional[int]
+
+
+def parse_nvpmodel_query(text: str | None) -> NvpmodelQuery:
+    """``NV Power Mode: MAXN`` + ``0`` -> NvpmodelQuery(name='MAXN', mode_id=0).
+
+    The id is the line right after the name; ``NVPM ...`` warning and error lines (printed
+    without root, or around them) are skipped.
+    """
     name: str | None = None
     mode_id: int | None = None
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("NVPM")]
+    lines = [line.strip() for line in (text or "").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("NVPM")]
     for index, line in enumerate(lines):
-        match = re.match(r"^NV Power Mode:\s*(.+)$", line)
+        match = re.match(r"^NV Power Mode:\s*(.*)$", line)
         if match:
-            name = match.group(1).strip()
+            name = match.group(1).strip() or None
             if index + 1 < len(lines) and re.match(r"^\d+$", lines[index + 1]):
                 mode_id = int(lines[index + 1])
             break
-    return name, mode_id
+    return NvpmodelQuery(name, mode_id)
 
 
 def count_dla_cores(root: str) -> int:
@@ -249,7 +276,8 @@ def count_dla_cores(root: str) -> int:
 
 
 def nearest_existing_parent(root: str, path: str) -> str:
-    """The deepest existing directory on the way to ``path`` (inside root)."""
+    """The deepest existing directory on the way to ``path`` (inside root): free space of a
+    policy root that does not exist yet is measured there."""
     candidate = root_path(root, path)
     while not os.path.isdir(candidate):
         parent = os.path.dirname(candidate)
@@ -268,8 +296,8 @@ def free_mb(path: str) -> int | None:
 
 
 def trtexec_candidates(root: str) -> list[str]:
-    """Where JetPack installs trtexec (not on PATH by default, see fixtures README)."""
-    return [root_path(root, "/usr/src/tensorrt/bin/trtexec")]
+    """Where JetPack installs trtexec, inside root (PATH is the caller's fallback)."""
+    return [root_path(root, TRTEXEC_PATH)]
 
 
 def base_facts() -> dict[str, Any]:

@@ -24,8 +24,10 @@ Sources (version strings are what ``dpkg -l`` prints on such robots):
   ``cuda-cudart-11-4 11.4.298-1``), of JetPack 6.0 sysroots (``libnvinfer8 8.6.2.3-1+cuda12.2``,
   ``libcudnn8 8.9.4.25-1+cuda12.2``) and of JetPack 6.1/6.2 robots (``libnvinfer10
   10.3.0.30-1+cuda12.5``, ``libcudnn9-cuda-12 9.3.0.75-1``, ``cuda-cudart-12-6 12.6.68-1``).
-- ../shared/fixtures/trtexec/README.md: trtexec is ``/usr/src/tensorrt/bin/trtexec``
-  (package ``libnvinfer-bin``), JetPack 5.1.x = TRT 8.5.2, 6.0 = 8.6.2, 6.1/6.2 = 10.3.0.
+- ../shared/fixtures/trtexec/README.md: trtexec and its package (TRTEXEC_PATH, TRTEXEC_PACKAGE in
+  jetpolicy_jetson.py), JetPack 5.1.x = TRT 8.5.2, 6.0 = 8.6.2, 6.1/6.2 = 10.3.0.
+The parsers of what the robot reports (``nvpmodel -q``, /proc/meminfo, free space) live in
+jetpolicy_jetson.py, the facts module's module_utils, and are imported from there.
 The CUDA runtime's package name already fixes CUDA major.minor; its patch level is matched
 with an apt glob because it differs between point releases of one JetPack.
 """
@@ -34,9 +36,9 @@ from __future__ import absolute_import, division, print_function
 
 import re
 
-__metaclass__ = type
+from ansible.module_utils.jetpolicy_jetson import TRTEXEC_PACKAGE
 
-TRTEXEC_PATH = "/usr/src/tensorrt/bin/trtexec"
+__metaclass__ = type
 
 
 def _trt(version, so_major):
@@ -45,7 +47,7 @@ def _trt(version, so_major):
         "libnvinfer%s" % so_major,
         "libnvinfer-plugin%s" % so_major,
         "libnvonnxparsers%s" % so_major,
-        "libnvinfer-bin",
+        TRTEXEC_PACKAGE,
         "python3-libnvinfer",
     ]
     return [(name, version) for name in names]
@@ -196,19 +198,6 @@ def apt_source_verdict(sources_text, l4t_release, source_path="the apt source"):
     return True, note
 
 
-def parse_nvpmodel_query(output):
-    """'nvpmodel -q' output -> (mode id or None, mode name or None)."""
-    name = None
-    mode = None
-    for line in (output or "").splitlines():
-        line = line.strip()
-        if line.startswith("NV Power Mode:"):
-            name = line.split(":", 1)[1].strip() or None
-        elif re.match(r"^\d+$", line):
-            mode = int(line)
-    return mode, name
-
-
 def nvpmodel_needs_reboot(output):
     """True when 'nvpmodel -m N' declined to switch live because the mode needs a reboot."""
     return NVPMODEL_REBOOT_MARKER.lower() in (output or "").lower()
@@ -307,27 +296,6 @@ def extlinux_set_isolcpus(text, cpus, label=None):
         return text, False, "boot entry %r already as wanted" % (target,)
     lines[append_index] = new_line
     return "".join(lines), True, "boot entry %r APPEND updated" % (target,)
-
-
-def nearest_existing(path, exists):
-    """The path itself or its nearest existing ancestor (free space is measured there)."""
-    current = path.rstrip("/") or "/"
-    while not exists(current) and current != "/":
-        current = current.rsplit("/", 1)[0] or "/"
-    return current
-
-
-def parse_meminfo(text):
-    """/proc/meminfo -> (total_mb, available_mb) or (None, None)."""
-    values = {}
-    for line in (text or "").splitlines():
-        match = re.match(r"^(\w+):\s+(\d+)\s*kB", line)
-        if match:
-            values[match.group(1)] = int(match.group(2))
-    if "MemTotal" not in values:
-        return None, None
-    available = values.get("MemAvailable", values.get("MemFree", 0))
-    return values["MemTotal"] // 1024, available // 1024
 
 
 def parse_thermal_millic(text):

@@ -8,7 +8,9 @@ from pathlib import Path
 from ansible.module_utils.jetpolicy_jetson import (
     jetpack_version,
     l4t_from_package_version,
+    nearest_existing_parent,
     parse_dpkg_query,
+    parse_meminfo,
     parse_nv_tegra_release,
     parse_nvpmodel_query,
 )
@@ -146,3 +148,27 @@ def test_parsers() -> None:
     assert jetpack_version("36.9.0") == "6.x" and jetpack_version(None) is None
     assert parse_dpkg_query("libnvinfer10\t10.3.0.30-1+cuda12.5\tii \nlibnvinfer8\t8.6.2\trc \n") == {
         "libnvinfer10": "10.3.0.30-1+cuda12.5"}
+
+
+def test_nvpmodel_query_fields_by_name() -> None:
+    """One parser for facts and the nvpmodel module: fields by name, warnings before it skipped."""
+    query = parse_nvpmodel_query("NVPM WARN: fan mode is not set to cool\nNV Power Mode: MODE_30W\n2\n")
+    assert (query.name, query.mode_id) == ("MODE_30W", 2)
+    assert parse_nvpmodel_query(None).mode_id is None
+
+
+def test_meminfo_parsing() -> None:
+    """MiB from /proc/meminfo; MemFree stands in for a missing MemAvailable; no MemTotal, no numbers."""
+    assert parse_meminfo("MemTotal: 8000000 kB\nMemFree: 1 kB\nMemAvailable: 4096000 kB\n") == {
+        "memory_total_mb": 7812, "memory_available_mb": 4000}
+    assert parse_meminfo("MemTotal: 8000000 kB\nMemFree: 2048000 kB\n")["memory_available_mb"] == 2000
+    assert parse_meminfo("") == {"memory_total_mb": None, "memory_available_mb": None}
+    assert parse_meminfo(None)["memory_total_mb"] is None
+
+
+def test_nearest_existing_parent(tmp_path: Path) -> None:
+    """Free space of a not-yet-created policy root is measured at its nearest existing parent."""
+    (tmp_path / "opt").mkdir()
+    assert nearest_existing_parent(str(tmp_path), "/opt/jetpolicy/releases") == str(tmp_path / "opt")
+    assert nearest_existing_parent(str(tmp_path), "/srv/x") == str(tmp_path)
+    assert nearest_existing_parent("/", "/no-such-dir-jetpolicy/x") == "/"

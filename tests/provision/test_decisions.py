@@ -10,12 +10,9 @@ from ansible.module_utils.jetpolicy_provision import (
     extlinux_set_isolcpus,
     isolcpus_value,
     l4t_skip_reasons,
-    nearest_existing,
     nvpmodel_needs_reboot,
     package_set_for,
     parse_l4t_release,
-    parse_meminfo,
-    parse_nvpmodel_query,
     parse_thermal_millic,
     preflight_verdicts,
     time_sync_verdict,
@@ -143,14 +140,6 @@ def test_apt_source_with_options_and_commented_lines() -> None:
     assert ok
 
 
-def test_nvpmodel_query_parsed() -> None:
-    """`nvpmodel -q` prints the name then the id (real output, with a leading warning)."""
-    out = "NVPM WARN: fan mode is not set to cool\nNV Power Mode: MAXN\n0\n"
-    assert parse_nvpmodel_query(out) == (0, "MAXN")
-    assert parse_nvpmodel_query("NV Power Mode: MODE_30W\n2") == (2, "MODE_30W")
-    assert parse_nvpmodel_query("") == (None, None)
-
-
 def test_nvpmodel_reboot_detected() -> None:
     """Declined reboot prompt output (real) is recognised; a plain query is not."""
     out = (
@@ -241,17 +230,8 @@ def test_extlinux_without_append_reports() -> None:
     assert not changed and "no APPEND" in message
 
 
-def test_nearest_existing() -> None:
-    """Free space of a not-yet-created policy root is measured at its nearest parent."""
-    existing = {"/", "/opt"}
-    assert nearest_existing("/opt/jetpolicy/releases", existing.__contains__) == "/opt"
-    assert nearest_existing("/srv/x", existing.__contains__) == "/"
-
-
-def test_meminfo_and_thermal_parsing() -> None:
-    """MiB from /proc/meminfo; millidegrees to degrees, disabled zones ignored."""
-    assert parse_meminfo("MemTotal: 8000000 kB\nMemFree: 1 kB\nMemAvailable: 4096000 kB\n") == (7812, 4000)
-    assert parse_meminfo("") == (None, None)
+def test_thermal_parsing() -> None:
+    """Millidegrees to degrees, disabled zones ignored."""
     assert parse_thermal_millic("45500\n") == 45.5
     assert parse_thermal_millic("-256000") is None
     assert parse_thermal_millic("n/a") is None
