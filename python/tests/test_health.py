@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Dict
 
+import pytest
+
 from jetpolicy.robot.health import check, judge
+from jetpolicy.robot.status import STATUS_REQUIRED_KEYS, StatusFileError, StatusWriter, read_status
 
 
 def status(
@@ -54,18 +59,23 @@ def test_missing_status_and_stopped_state_are_unhealthy() -> None:
 
 
 def test_check_reads_a_live_status_file(tmp_path: Path) -> None:
-    """`check` waits for the status file and measures a writer that ticks at 100 Hz."""
+    """`check` waits for the status file and measures a writer that ticks at 100 Hz.
+
+    The writer is the runner's own (temporary file + rename), so the reader never races a
+    half-written file; ticks are derived from the same timestamps written, so load cannot skew them.
+    """
     path = tmp_path / "status.json"
+    writer = StatusWriter(path)
     stop = threading.Event()
 
-    def writer() -> None:
+    def write_loop() -> None:
         start = time.time()
         while not stop.is_set():
             now = time.time()
-            path.write_text(json.dumps(status(int((now - start) * 100), now, pid=5)))
+            assert writer.write(status(int((now - start) * 100), now, pid=5)), writer.last_error
             time.sleep(0.05)
 
-    thread = threading.Thread(target=writer)
+    thread = threading.Thread(target=write_loop)
     thread.start()
     try:
         report = check(path, window_s=0.6, min_rate_fraction=0.8, expected_pid=5, settle_timeout_s=2)
@@ -73,3 +83,57 @@ def test_check_reads_a_live_status_file(tmp_path: Path) -> None:
         stop.set()
         thread.join()
     assert report.healthy, report.reasons
+    assert writer.errors == 0 and writer.writes > 2
+
+
+DAMAGED = [
+    pytest.param(b"", "is empty", id="empty"),
+    pytest.param(b"  \n", "is empty", id="blank"),
+    pytest.param(b'{"state": "running", "pid": 5, "ti', "is not JSON", id="truncated"),
+    pytest.param(b"\xff\xfe\x00garbage", "is not JSON", id="binary"),
+    pytest.param(b"[1, 2, 3]", "holds a JSON list", id="not-an-object"),
+    pytest.param(b'{"state": "running", "pid": 5}', "lacks rate_hz, ticks, updated_at", id="missing-keys"),
+]
+
+
+@pytest.mark.parametrize(("content", "what"), DAMAGED)
+def test_damaged_status_file_is_one_clear_error(tmp_path: Path, content: bytes, what: str) -> None:
+    """A torn, garbled or foreign status file raises StatusFileError naming the file and the damage."""
+    path = tmp_path / "status.json"
+    path.write_bytes(content)
+    with pytest.raises(StatusFileError) as raised:
+        read_status(path)
+    assert str(path) in raised.value.cause and what in raised.value.cause
+    assert raised.value.fix
+
+
+def test_missing_status_file_is_none_and_a_complete_one_reads_back(tmp_path: Path) -> None:
+    """No file yet is not an error (the runner is starting); what StatusWriter wrote reads back."""
+    path = tmp_path / "status.json"
+    assert read_status(path) is None
+    written = status(7, 12.5, pid=9)
+    assert set(written) == set(STATUS_REQUIRED_KEYS)
+    assert StatusWriter(path).write(written)
+    assert read_status(path) == written
+
+
+@pytest.mark.parametrize(("content", "what"), DAMAGED[:3])
+def test_health_reports_a_damaged_status_with_the_readers_message(
+    tmp_path: Path, content: bytes, what: str
+) -> None:
+    """`jetpolicy health` on a damaged file: unhealthy at once (no settle wait), exit 1, and the one
+    reason is read_status's own message, as JSON on stdout for the role to show."""
+    path = tmp_path / "status.json"
+    path.write_bytes(content)
+    with pytest.raises(StatusFileError) as raised:
+        read_status(path)
+    report = check(path, window_s=0.1, min_rate_fraction=0.9, settle_timeout_s=30)
+    assert not report.healthy
+    assert report.reasons == [str(raised.value)]
+    done = subprocess.run(
+        [sys.executable, "-m", "jetpolicy.cli", "health", "--status", str(path), "--window-s", "0.1",
+         "--settle-timeout-s", "30"],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["reasons"] == [str(raised.value)]

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from jetpolicy.robot.status import read_status
+from jetpolicy.robot.status import StatusFileError, read_status
 
 __all__ = ["HealthReport", "check", "judge", "register"]
 
@@ -37,7 +37,7 @@ def judge(
 ) -> HealthReport:
     """Compare two status snapshots taken `elapsed_s` apart."""
     if first is None or second is None:
-        return HealthReport(False, ["no readable status file: the runner has not started ticking"])
+        return HealthReport(False, ["no status file: the runner has not written one (not started, or still starting)"])
     rate = float(second.get("rate_hz") or 0.0)
     report = HealthReport(True, expected_rate_hz=rate, window_s=elapsed_s, status=second)
     if second.get("state") != "running":
@@ -74,6 +74,21 @@ def check(
     min_rate_fraction: float,
     expected_pid: Optional[int] = None,
     settle_timeout_s: float = 20.0,
+) -> HealthReport:
+    """Two status snapshots `window_s` apart, judged; an unreadable status is an unhealthy report
+    whose reason is the reader's own error (so the role prints it like any other reason)."""
+    try:
+        return _measure(status_file, window_s, min_rate_fraction, expected_pid, settle_timeout_s)
+    except StatusFileError as exc:
+        return HealthReport(False, [str(exc)], window_s=window_s)
+
+
+def _measure(
+    status_file: Path,
+    window_s: float,
+    min_rate_fraction: float,
+    expected_pid: Optional[int],
+    settle_timeout_s: float,
 ) -> HealthReport:
     deadline = time.monotonic() + settle_timeout_s
     first = read_status(status_file)

@@ -13,7 +13,22 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from jetpolicy.common.errors import JetpolicyError
 
-__all__ = ["StatusWriter", "read_status", "render_prometheus", "write_atomic"]
+__all__ = [
+    "STATUS_REQUIRED_KEYS",
+    "StatusFileError",
+    "StatusWriter",
+    "read_status",
+    "render_prometheus",
+    "write_atomic",
+]
+
+# What every reader relies on (docs/architecture.md has the whole schema); a document without one
+# of these was not written by the runner, or not completely.
+STATUS_REQUIRED_KEYS = ("state", "pid", "rate_hz", "ticks", "updated_at")
+
+
+class StatusFileError(JetpolicyError):
+    """The status file exists but cannot be read as a complete status document."""
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -26,17 +41,39 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def read_status(path: Path) -> Optional[Dict[str, Any]]:
-    """The last status written, or None when there is none yet (or it is being replaced)."""
+    """The last status written, or None when the runner has not written one yet.
+
+    The runner replaces the file atomically, so a reader never sees it half-written: a file that
+    is empty, truncated, not JSON or missing a required key was damaged by something else, and
+    every reader (health check, tests, tools) gets the same StatusFileError naming the file.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return None
     except OSError as exc:
-        raise JetpolicyError(
+        raise StatusFileError(
             f"cannot read the runner status {path}: {exc.strerror}",
             "run the check as root or as the service user",
         ) from exc
-    return data if isinstance(data, dict) else None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        what = "is empty" if not raw.strip() else f"is not JSON ({exc})"
+        raise _damaged(path, what) from exc
+    if not isinstance(data, dict):
+        raise _damaged(path, f"holds a JSON {type(data).__name__}, not an object")
+    missing = [key for key in STATUS_REQUIRED_KEYS if key not in data]
+    if missing:
+        raise _damaged(path, f"lacks {', '.join(missing)}")
+    return data
+
+
+def _damaged(path: Path, what: str) -> StatusFileError:
+    return StatusFileError(
+        f"the runner status {path} {what}: it is torn or was not written by the runner",
+        "only the runner writes it (atomically); stop whatever else writes there, then restart the service",
+    )
 
 
 def _escape(value: str) -> str:
