@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List
-
 import pytest
+from fakeclock import MS, FakeClock
 
 from jetpolicy.common.errors import ConfigError
 from jetpolicy.robot.scheduler import DeadlineScheduler
-
-MS = 1_000_000
-
-
-class FakeClock:
-    """Time advances only when the scheduler sleeps, the test does work, or on each read (spin cost)."""
-
-    def __init__(self, oversleep_ns: int = 0, read_cost_ns: int = 1_000) -> None:
-        self.now = 0
-        self.oversleep_ns = oversleep_ns
-        self.read_cost_ns = read_cost_ns
-        self.sleeps: List[int] = []
-
-    def now_ns(self) -> int:
-        self.now += self.read_cost_ns
-        return self.now
-
-    def sleep_s(self, seconds: float) -> None:
-        ns = round(seconds * 1e9)
-        self.sleeps.append(ns)
-        self.now += ns + self.oversleep_ns
-
-    def work(self, ns: int) -> None:
-        self.now += ns
 
 
 def make(clock: FakeClock, period_ms: float = 1.0, spin_us: float = 200.0) -> DeadlineScheduler:

@@ -179,9 +179,18 @@ def build_io(
 class Runner:
     """The service: setup, the loop, housekeeping and a clean stop."""
 
-    def __init__(self, config: RunnerConfig, duration_s: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        config: RunnerConfig,
+        duration_s: Optional[float] = None,
+        now_ns: Callable[[], int] = time.monotonic_ns,
+        sleep_s: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.config = config
         self.duration_s = duration_s
+        # The loop's clock (scheduler and tick timing); injectable so durations are tested exactly.
+        self._now_ns = now_ns
+        self._sleep_s = sleep_s
         self.stop_requested = False
         self.stop_reason = ""
         self.realtime: List[RealtimeResult] = []
@@ -197,27 +206,52 @@ class Runner:
         self.stop_reason = signal.Signals(signum).name
 
     def run(self) -> int:
+        # Put back on the way out: a runner started in-process (tests) leaves the caller's handlers.
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._load_and_serve()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _load_and_serve(self) -> int:
         from jetpolicy.robot.policy import (
             load_policy,  # imported here so the loop logic is usable without a backend
         )
 
         config = self.config
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
         release_dir = config.release_dir.resolve()
         engine = engine_for_release(config.engine, release_dir)
         policy = load_policy(release_dir, backend=config.backend, engine=engine)
-        self.policy = policy
-        rate = config.rate_hz or policy.manifest.control_rate_hz
-        self.rate_hz = rate
-        source, sink, self.socket_io = build_io(config.transport, policy, rate)
-        self.receiver = source
-        spin_us = config.spin_us if config.spin_us is not None else default_spin_us(rate)
-        scheduler = DeadlineScheduler(1.0 / rate, spin_us * 1e-6, overrun_policy=config.overrun_policy)
-        self.loop = ControlLoop(policy, scheduler, source, sink, config.stale_after_ticks)
-        warm_up(policy, config.warmup_ticks)
-        # Real-time settings after warm-up: the GC freeze then covers the loaded model.
-        self.realtime = apply_realtime(config.realtime)
+        self.socket_io: Optional[DatagramTransport] = None
+        try:
+            rate = config.rate_hz or policy.manifest.control_rate_hz
+            source, sink, self.socket_io = build_io(config.transport, policy, rate)
+            spin_us = config.spin_us if config.spin_us is not None else default_spin_us(rate)
+            scheduler = DeadlineScheduler(
+                1.0 / rate,
+                spin_us * 1e-6,
+                now_ns=self._now_ns,
+                sleep_s=self._sleep_s,
+                overrun_policy=config.overrun_policy,
+            )
+            stale_after = config.stale_after_ticks
+            loop = ControlLoop(policy, scheduler, source, sink, stale_after, clock_ns=self._now_ns)
+            warm_up(policy, config.warmup_ticks)
+            # Real-time settings after warm-up: the GC freeze then covers the loaded model.
+            self.realtime = apply_realtime(config.realtime)
+            return self.serve(loop, rate)
+        finally:
+            if self.socket_io is not None:
+                self.socket_io.close()
+            policy.close()
+
+    def serve(self, loop: ControlLoop, rate_hz: float) -> int:
+        """Run `loop` until a signal or the duration, with housekeeping in its slack; whatever ends
+        it, the last action published is the safe one and the final status says why it stopped."""
+        self.loop = loop
+        self.receiver = loop.source
+        self.rate_hz = rate_hz
         self.state = "running"
         self.writer.write(self.snapshot())
         self.notifier.ready(self.status_line())
@@ -227,16 +261,12 @@ class Runner:
             self.state = "failed"
             self.error = str(exc)
         finally:
-            # Whatever ended the loop, the robot's last command is the safe action.
             self.loop.publish_safe()
             if self.state == "running":
                 self.state = "stopped"
             self.writer.write(self.snapshot())
             self.notifier.stopping(self.status_line())
             self.notifier.close()
-            if self.socket_io is not None:
-                self.socket_io.close()
-            policy.close()
         if self.state == "failed":
             print(f"jetpolicy run: {self.error}", file=sys.stderr)
             return 1
@@ -272,8 +302,8 @@ class Runner:
 
     def snapshot(self) -> Dict[str, Any]:
         """The status document (schema in docs/architecture.md)."""
-        loop = getattr(self, "loop", None)
-        policy = getattr(self, "policy", None)
+        loop: Optional[ControlLoop] = getattr(self, "loop", None)
+        policy = loop.policy if loop is not None else None
         status: Dict[str, Any] = {
             "state": self.state,
             "pid": _getpid(),
