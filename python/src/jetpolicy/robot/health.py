@@ -37,7 +37,7 @@ def judge(
 ) -> HealthReport:
     """Compare two status snapshots taken `elapsed_s` apart."""
     if first is None or second is None:
-        return HealthReport(False, ["no status file: the runner has not written one (not started, or still starting)"])
+        return HealthReport(False, ["no status file: the runner has not written one (not started yet)"])
     rate = float(second.get("rate_hz") or 0.0)
     report = HealthReport(True, expected_rate_hz=rate, window_s=elapsed_s, status=second)
     if second.get("state") != "running":
