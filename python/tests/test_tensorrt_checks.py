@@ -49,10 +49,17 @@ def test_every_problem_reported(example_release: Path) -> None:
 
 
 def test_backend_without_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Constructing the backend without tensorrt/pycuda gives the JetPack fix, not an ImportError."""
+    """Constructing the backend without tensorrt gives the JetPack fix, not an ImportError."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    monkeypatch.setitem(sys.modules, "pycuda", None)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
-    with pytest.raises(BackendError) as info:
-        TensorRTBackend(tmp_path / "x.engine")
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"engine")
+    with pytest.raises(BackendError, match="needs tensorrt") as info:
+        TensorRTBackend(engine)
     assert "python3-libnvinfer" in info.value.fix
+
+
+def test_backend_without_engine_file(tmp_path: Path) -> None:
+    """A missing engine file is named before anything is imported or allocated."""
+    with pytest.raises(BackendError, match=r"x\.engine does not exist") as info:
+        TensorRTBackend(tmp_path / "x.engine")
+    assert "tensorrt_engine role" in info.value.fix

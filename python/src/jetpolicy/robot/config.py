@@ -68,6 +68,7 @@ class RunnerConfig:
     release_dir: Path
     engine: Optional[Path] = None
     backend: str = "auto"
+    cuda_graph: bool = False  # TensorRT only: replay the copies and enqueue as one CUDA graph
     rate_hz: Optional[float] = None  # None: the manifest's control_rate_hz
     spin_us: Optional[int] = None  # None: default_spin_us(rate)
     overrun_policy: str = "skip"
@@ -82,7 +83,7 @@ class RunnerConfig:
 
 
 _TOP_KEYS = {
-    "release_dir", "engine", "backend", "rate_hz", "spin_us", "overrun_policy", "status_file",
+    "release_dir", "engine", "backend", "cuda_graph", "rate_hz", "spin_us", "overrun_policy", "status_file",
     "metrics_file", "status_interval_s", "transport", "stale_after_ticks", "warmup_ticks", "realtime",
     "watchdog",
 }  # fmt: skip
@@ -207,6 +208,8 @@ def config_from_dict(raw: Any, source: str = "runner config", base: Optional[Pat
         values["engine"] = _path(raw, "engine", source, base)
     if "backend" in raw:
         values["backend"] = _choice(raw, "backend", source, BACKEND_KINDS)
+    if "cuda_graph" in raw:
+        values["cuda_graph"] = _bool(raw, "cuda_graph", source)
     if raw.get("rate_hz") is not None:
         values["rate_hz"] = _number(raw, "rate_hz", source, 0.1, 10000, integer=False)
     if "spin_us" in raw:

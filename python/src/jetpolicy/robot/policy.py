@@ -175,6 +175,7 @@ def load_policy(
     backend: str = "auto",
     engine: Optional[Union[str, Path]] = None,
     verify_sha256: bool = True,
+    use_cuda_graph: bool = False,
 ) -> Policy:
     """Load `policy.onnx` + `policy.json` from a release directory with the chosen backend."""
     release = Path(release_dir)
@@ -187,7 +188,7 @@ def load_policy(
                 [f"{model} has sha256 {actual[:16]}..., manifest says {manifest.sha256[:16]}..."],
                 "redeploy the release; never edit files inside releases/",
             )
-    instance, reason = select_backend(backend, model, engine)
+    instance, reason = select_backend(backend, model, engine, use_cuda_graph=use_cuda_graph)
     try:
         return Policy(manifest, instance, reason)
     except Exception:

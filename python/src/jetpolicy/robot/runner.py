@@ -222,7 +222,9 @@ class Runner:
         config = self.config
         release_dir = config.release_dir.resolve()
         engine = engine_for_release(config.engine, release_dir)
-        policy = load_policy(release_dir, backend=config.backend, engine=engine)
+        policy = load_policy(
+            release_dir, backend=config.backend, engine=engine, use_cuda_graph=config.cuda_graph
+        )
         self.socket_io: Optional[DatagramTransport] = None
         try:
             rate = config.rate_hz or policy.manifest.control_rate_hz

@@ -13,8 +13,8 @@ __all__ = ["BACKEND_KINDS", "TENSORRT_FIX", "InferenceBackend"]
 # The one list of backend names: the CLI's choices, the runner config and the roles' specs read it.
 BACKEND_KINDS = ("auto", "onnxruntime", "tensorrt")
 TENSORRT_FIX = (
-    "install JetPack's python3-libnvinfer and the pycuda wheel the jetson_provision role builds; "
-    "create the venv with --system-site-packages so it sees them"
+    "install JetPack's python3-libnvinfer (the jetson_provision role pins it) and create the venv "
+    "with --system-site-packages so it sees it"
 )
 
 

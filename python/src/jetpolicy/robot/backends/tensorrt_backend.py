@@ -1,7 +1,10 @@
-"""TensorRT 10 backend (Jetson): a deserialized engine, pinned host buffers, one CUDA stream.
+"""TensorRT backend (Jetson): a deserialized engine, pinned host buffers, one CUDA stream.
 
-`tensorrt` and `pycuda` come from JetPack and exist only on the robot, so they are imported inside
-the constructor; the checks on the engine's I/O are plain functions, testable anywhere.
+`tensorrt` comes from JetPack and exists only on the robot, so it is imported inside the
+constructor; the CUDA side is JetPack's libcudart through `cuda_runtime`. The checks on the
+engine's I/O are plain functions, testable anywhere. The engine API used (num_io_tensors,
+get_tensor_name/mode/shape/dtype, set_tensor_address, execute_async_v3) exists from TensorRT 8.5
+(JetPack 5.1) on, so one code path serves 8.5, 8.6 and 10.x.
 """
 
 from __future__ import annotations
@@ -14,6 +17,14 @@ import numpy as np
 from jetpolicy.common.errors import BackendError
 from jetpolicy.common.manifest import PolicyManifest, TensorSpec
 from jetpolicy.robot.backends.base import TENSORRT_FIX
+from jetpolicy.robot.backends.cuda_runtime import (
+    CudaGraph,
+    CudaRuntime,
+    CudaStream,
+    DeviceBuffer,
+    PinnedArray,
+    load_cuda_runtime,
+)
 
 __all__ = ["TRT_DTYPES", "EngineIO", "TensorRTBackend", "check_engine_bindings", "numpy_dtype"]
 
@@ -74,46 +85,55 @@ def check_engine_bindings(
     return problems
 
 
-def _import_runtime() -> Tuple[Any, Any]:
+def _import_tensorrt() -> Any:
     try:
-        import pycuda.driver as cuda
         import tensorrt as trt
     except ImportError as exc:
-        raise BackendError(f"TensorRT backend needs tensorrt and pycuda ({exc})", TENSORRT_FIX) from exc
-    return trt, cuda
+        raise BackendError(f"TensorRT backend needs tensorrt ({exc})", TENSORRT_FIX) from exc
+    return trt
 
 
 class TensorRTBackend:
-    """Runs a serialized TensorRT 10 engine with execute_async_v3 on one stream.
+    """Runs a serialized TensorRT engine with execute_async_v3 on one CUDA stream.
 
     Host buffers are page-locked (DMA straight from them, no staging copy) and device buffers are
     allocated once; tensor addresses are set once. With `use_cuda_graph` the H2D copies, the
     enqueue and the D2H copies are captured into one CUDA graph and replayed each tick, which cuts
-    the CPU launch cost; this needs a static engine (no shape changes, no data-dependent shapes)
-    and pycuda >= 2021.1 (Stream.begin_capture). All calls must come from the constructing thread:
-    the CUDA context is pushed here and popped in close().
+    the CPU launch cost; this needs a static engine (no shape changes, no data-dependent shapes).
+    The CUDA side is libcudart through ctypes (`cuda_runtime`). All calls must come from the
+    constructing thread: it is the one whose current device is set here.
     """
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: Union[str, Path], use_cuda_graph: bool = False) -> None:
-        trt, cuda = _import_runtime()
+    def __init__(
+        self,
+        engine_path: Union[str, Path],
+        use_cuda_graph: bool = False,
+        cuda: Optional[CudaRuntime] = None,
+        tensorrt_module: Any = None,
+    ) -> None:
         self._path = Path(engine_path)
         if not self._path.is_file():
             raise BackendError(
                 f"engine {self._path} does not exist", "build it with the tensorrt_engine role"
             )
-        cuda.init()
-        self._cuda_ctx = cuda.Device(0).retain_primary_context()
-        self._cuda_ctx.push()
-        self._cuda = cuda
+        trt = tensorrt_module if tensorrt_module is not None else _import_tensorrt()
+        self._cuda = cuda if cuda is not None else load_cuda_runtime()
+        self._cuda.use_device(0)
+        self._host: Dict[str, PinnedArray] = {}
+        self._device: Dict[str, DeviceBuffer] = {}
+        self._stream: Optional[CudaStream] = None
+        self._graph: Optional[CudaGraph] = None
+        self._context: Any = None
+        self._engine: Any = None
         try:
-            self._setup(trt, cuda, use_cuda_graph)
+            self._setup(trt, use_cuda_graph)
         except Exception:
-            self._cuda_ctx.pop()
+            self.close()
             raise
 
-    def _setup(self, trt: Any, cuda: Any, use_cuda_graph: bool) -> None:
+    def _setup(self, trt: Any, use_cuda_graph: bool) -> None:
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(self._path.read_bytes())
@@ -140,11 +160,9 @@ class TensorRTBackend:
                 f"engine {self._path}: " + "; ".join(problems), "rebuild it from the validated ONNX"
             )
         self._context = self._engine.create_execution_context()
-        self._stream = cuda.Stream()
+        self._stream = self._cuda.stream()
         self._inputs: List[TensorSpec] = []
         self._outputs: List[TensorSpec] = []
-        self._host: Dict[str, np.ndarray] = {}
-        self._device: Dict[str, Any] = {}
         for tname, mode, shape, dtype in engine_io:
             spec = TensorSpec(
                 tname,
@@ -153,32 +171,27 @@ class TensorRTBackend:
                 "observation" if mode == "input" else "action",
             )
             (self._inputs if mode == "input" else self._outputs).append(spec)
-            self._host[tname] = cuda.pagelocked_empty(tuple(spec.shape), np.dtype(spec.dtype))
-            self._device[tname] = cuda.mem_alloc(self._host[tname].nbytes)
-            self._context.set_tensor_address(tname, int(self._device[tname]))
-        self._out_views = {s.name: self._host[s.name] for s in self._outputs}
-        self._graph_exec: Any = None
+            self._host[tname] = self._cuda.pinned_array(spec.shape, spec.dtype)
+            self._device[tname] = self._cuda.device_buffer(self._host[tname].nbytes)
+            self._context.set_tensor_address(tname, self._device[tname].pointer)
+        self._out_views = {s.name: self._host[s.name].array for s in self._outputs}
         # One plain run first: TensorRT does lazy initialisation on the first enqueue, which must
         # not happen inside a graph capture.
         self._enqueue()
         self._stream.synchronize()
         if use_cuda_graph:
-            self._stream.begin_capture()
-            try:
-                self._enqueue()
-            finally:
-                graph = self._stream.end_capture()
-            self._graph_exec = graph.instantiate()
+            self._graph = self._stream.capture(self._enqueue)
 
     def _enqueue(self) -> None:
+        assert self._stream is not None
         for spec in self._inputs:
-            self._cuda.memcpy_htod_async(self._device[spec.name], self._host[spec.name], self._stream)
+            self._stream.copy_to_device(self._device[spec.name], self._host[spec.name])
         if not self._context.execute_async_v3(self._stream.handle):
             raise BackendError(
                 f"TensorRT execute_async_v3 failed for {self._path}", "check the kernel log (dmesg)"
             )
         for spec in self._outputs:
-            self._cuda.memcpy_dtoh_async(self._host[spec.name], self._device[spec.name], self._stream)
+            self._stream.copy_to_host(self._host[spec.name], self._device[spec.name])
 
     @property
     def inputs(self) -> List[TensorSpec]:
@@ -188,24 +201,34 @@ class TensorRTBackend:
     def outputs(self) -> List[TensorSpec]:
         return list(self._outputs)
 
+    @property
+    def uses_cuda_graph(self) -> bool:
+        return self._graph is not None
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        assert self._stream is not None
         for spec in self._inputs:
-            np.copyto(self._host[spec.name], feeds[spec.name], casting="same_kind")
-        if self._graph_exec is not None:
-            self._graph_exec.launch(self._stream)
+            np.copyto(self._host[spec.name].array, feeds[spec.name], casting="same_kind")
+        if self._graph is not None:
+            self._graph.launch(self._stream)
         else:
             self._enqueue()
         self._stream.synchronize()
         return self._out_views
 
     def close(self) -> None:
-        if self._cuda_ctx is None:
-            return
-        self._graph_exec = None
-        for buf in self._device.values():
-            buf.free()
-        self._device.clear()
+        """Free everything in reverse order; safe to call twice and after a failed setup."""
+        if self._graph is not None:
+            self._graph.destroy()
+            self._graph = None
         self._context = None
         self._engine = None
-        self._cuda_ctx.pop()
-        self._cuda_ctx = None
+        if self._stream is not None:
+            self._stream.destroy()
+            self._stream = None
+        for buffer in self._device.values():
+            buffer.free()
+        for pinned in self._host.values():
+            pinned.free()
+        self._device.clear()
+        self._host.clear()
