@@ -6,24 +6,45 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict
+
+import pytest
+from fakeclock import MS, FakeClock
 
 from jetpolicy.robot.bench import run_bench
 
 
-def test_run_bench_keys_and_sane_values(example_release: Path) -> None:
-    """A 1 s bench at 200 Hz: ~200 ticks, ordered percentiles, small drift, the documented keys."""
-    result = run_bench(example_release, rate_hz=200, duration_s=1.0, backend="onnxruntime", warmup_s=0.2)
+@pytest.mark.parametrize(
+    ("stalls", "ticks", "skipped"),
+    [
+        pytest.param({}, 201, 0, id="on-time"),
+        # Preempted 23 ms while sleeping toward the 100th measured release (after 40 warm-up
+        # ticks): the four releases whose deadlines passed are skipped and counted, not run late.
+        pytest.param({141: 23 * MS}, 197, 4, id="preempted"),
+    ],
+)
+def test_run_bench_keys_and_values_on_a_fake_clock(
+    example_release: Path, stalls: Dict[int, int], ticks: int, skipped: int
+) -> None:
+    """A 1 s bench at 200 Hz after 0.2 s of warm-up, on a fake clock: releases 0..200 of the
+    measured loop, each run or counted skipped; ordered percentiles; drift only from the skip."""
+    clock = FakeClock(stalls=stalls)
+    result = run_bench(example_release, rate_hz=200, duration_s=1.0, backend="onnxruntime", warmup_s=0.2,
+                       now_ns=clock.now_ns, sleep_s=clock.sleep_s)  # fmt: skip
     for key in ("backend", "backend_reason", "rate_hz", "ticks", "inference_us", "period_error_us",
-                "drift_pct", "deadline_miss_rate", "overruns"):  # fmt: skip
+                "drift_pct", "deadline_miss_rate", "overruns", "skipped_periods"):  # fmt: skip
         assert key in result, key
     assert result["backend"] == "onnxruntime"
     assert result["rate_hz"] == 200.0
-    assert 180 <= result["ticks"] <= 202
+    assert (result["ticks"], result["skipped_periods"]) == (ticks, skipped)
+    assert result["overruns"] == (1 if skipped else 0)
     inf = result["inference_us"]
     assert 0 < inf["p50"] <= inf["p90"] <= inf["p99"] <= inf["max"]
     assert set(result["period_error_us"]) == {"p50", "p99", "max"}
-    assert 0.0 <= result["deadline_miss_rate"] <= 1.0
-    assert abs(result["drift_pct"]) < 5.0
+    assert result["deadline_miss_rate"] == 0.0
+    # The mean period over the run: the grid's 5 ms, stretched only by the skipped releases.
+    expected_drift = ((ticks - 1 + skipped) / (ticks - 1) - 1) * 100
+    assert result["drift_pct"] == pytest.approx(expected_drift, abs=0.01)
 
 
 def test_cli_prints_json_on_stdout_and_progress_on_stderr(example_release: Path) -> None:

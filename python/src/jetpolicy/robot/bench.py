@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, TextIO
 
 from jetpolicy.common.errors import ConfigError, JetpolicyError
 from jetpolicy.robot.backends.base import BACKEND_KINDS
@@ -63,10 +63,17 @@ def measure_loop(
         progress.write("\n")
 
 
-def measured_loop(policy: Policy, rate_hz: float, duration_s: float, spin_us: int) -> ControlLoop:
+def measured_loop(
+    policy: Policy,
+    rate_hz: float,
+    duration_s: float,
+    spin_us: int,
+    now_ns: Callable[[], int] = time.monotonic_ns,
+    sleep_s: Callable[[float], None] = time.sleep,
+) -> ControlLoop:
     """The service's own loop on synthetic observations, with stats rings sized for the whole run
-    so the percentiles cover every tick, not a recent window."""
-    scheduler = DeadlineScheduler(1.0 / rate_hz, spin_us * 1e-6)
+    so the percentiles cover every tick, not a recent window. The clock is injectable (tests)."""
+    scheduler = DeadlineScheduler(1.0 / rate_hz, spin_us * 1e-6, now_ns=now_ns, sleep_s=sleep_s)
     return ControlLoop(
         policy,
         scheduler,
@@ -74,6 +81,7 @@ def measured_loop(policy: Policy, rate_hz: float, duration_s: float, spin_us: in
         NullSink(),
         stale_after_ticks=1_000_000,
         stats=LoopStats(scheduler.period_ns, capacity=int(duration_s * rate_hz) + 16),
+        clock_ns=now_ns,
     )
 
 
@@ -86,8 +94,12 @@ def run_bench(
     warmup_s: float = 1.0,
     spin_us: Optional[int] = None,
     progress: Optional[TextIO] = None,
+    now_ns: Callable[[], int] = time.monotonic_ns,
+    sleep_s: Callable[[float], None] = time.sleep,
 ) -> Dict[str, Any]:
-    """Measure the policy in the control loop; returns the `jetpolicy bench` JSON document."""
+    """Measure the policy in the control loop; returns the `jetpolicy bench` JSON document.
+
+    `now_ns`/`sleep_s` are the loop's clock (a fake one in tests, so tick counts are exact)."""
     from jetpolicy.robot.policy import load_policy
 
     if duration_s <= 0 or warmup_s < 0:
@@ -100,14 +112,15 @@ def run_bench(
         if warmup_s > 0:
             warm = ControlLoop(
                 policy,
-                DeadlineScheduler(period_s, spin_us * 1e-6),
+                DeadlineScheduler(period_s, spin_us * 1e-6, now_ns=now_ns, sleep_s=sleep_s),
                 SyntheticSource(policy.observation_specs, rate),
                 NullSink(),
                 stale_after_ticks=1_000_000,
+                clock_ns=now_ns,
             )
             measure_loop(warm, warmup_s)
         policy.reset_state()
-        loop = measured_loop(policy, rate, duration_s, spin_us)
+        loop = measured_loop(policy, rate, duration_s, spin_us, now_ns, sleep_s)
         measure_loop(
             loop, duration_s, progress, label=f"bench {release_dir} at {rate:g} Hz for {duration_s:g} s"
         )
