@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 import pytest
 
-from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.cli import main
+from jetpolicy.common.errors import ConfigError, JetpolicyError
 from jetpolicy.robot.releases import (
     Deployment,
     current_deployment,
     current_release,
+    prune_releases,
     read_history,
+    releases_to_prune,
     rollback,
     rollback_target,
     switch_release,
@@ -180,3 +186,61 @@ def test_rollback_after_a_switch_torn_before_its_history_line(tmp_path: Path) ->
     (tmp_path / "runtime" / "current").symlink_to(new)  # the torn switch's first rename
     back = rollback(tmp_path, "manual")
     assert (back.current, back.runtime) == ("a", old)
+
+
+# (releases as (id, mtime), protected ids, keep) -> removed, newest first.
+PRUNE_CASES = [
+    pytest.param([("a", 1), ("b", 2), ("c", 3)], ["c", "b"], 3, [], id="within-keep"),
+    pytest.param([("a", 1), ("b", 2), ("c", 3), ("d", 4)], ["d", "c"], 3, ["a"], id="oldest-other-goes"),
+    pytest.param(
+        [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)], ["e", "d"], 2, ["c", "b", "a"], id="two"
+    ),
+    # After rollbacks the release to return to can be the oldest on disk: still kept.
+    pytest.param([("a", 1), ("b", 2), ("c", 3), ("d", 4)], ["d", "a"], 3, ["b"], id="old-rollback-target"),
+    # More protected than keep: none of them goes, every other does.
+    pytest.param([("a", 1), ("b", 2), ("c", 3)], ["c", "b", "a"], 1, [], id="protected-beyond-keep"),
+    pytest.param([("a", 1), ("b", 2), ("c", 3)], ["c", None], 1, ["b", "a"], id="no-rollback-target"),
+    # A protected id that is not on disk frees no room for others.
+    pytest.param([("a", 1), ("b", 2), ("c", 3)], ["c", "gone"], 2, ["a"], id="protected-missing"),
+    pytest.param([], ["c"], 3, [], id="nothing-staged"),
+]
+
+
+@pytest.mark.parametrize(("releases", "protected", "keep", "removed"), PRUNE_CASES)
+def test_releases_to_prune(
+    releases: List[Tuple[str, float]], protected: List[Optional[str]], keep: int, removed: List[str]
+) -> None:
+    """`keep` releases stay in all: the protected ones, then the newest others; pruning what is left
+    removes nothing more (idempotent)."""
+    assert releases_to_prune(releases, protected, keep) == removed
+    left = [r for r in releases if r[0] not in removed]
+    assert releases_to_prune(left, protected, keep) == []
+    assert {p for p in protected if p in {r for r, _ in releases}} <= {r for r, _ in left}
+
+
+def test_prune_keep_below_one_is_refused() -> None:
+    """keep 0 would be an instruction to delete the running release: refused with a fix."""
+    with pytest.raises(ConfigError):
+        releases_to_prune([("a", 1)], ["a"], 0)
+
+
+def test_prune_never_removes_the_current_release_or_the_one_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On disk, after five deploys and a rollback (current r4, rollback target r3, the oldest
+    directory on disk): keep 2 leaves exactly those two however old, staging directories are
+    untouched, and a second prune (library or CLI) removes nothing."""
+    for release in ["r1", "r2", "r3", "r4", "r5"]:
+        stage(tmp_path, release)
+        switch_release(tmp_path, release, "deploy")
+    for age, release in enumerate(["r3", "r1", "r2", "r4", "r5"]):
+        os.utime(tmp_path / "releases" / release, (1000 + age, 1000 + age))
+    rollback(tmp_path, "health failed")
+    (tmp_path / "releases" / ".staging-r6").mkdir()
+    assert (current_release(tmp_path), rollback_target(tmp_path)) == ("r4", "r3")
+    assert prune_releases(tmp_path, keep=2) == ["r5", "r2", "r1"]
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == [".staging-r6", "r3", "r4"]
+    assert prune_releases(tmp_path, keep=2) == []
+    assert main(["release", "--root", str(tmp_path), "prune", "--keep", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"changed": False, "removed": []}
+    assert current_release(tmp_path) == "r4"

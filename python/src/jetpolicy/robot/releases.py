@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.common.errors import ConfigError, JetpolicyError
 
 __all__ = [
     "CONFIG_DIR",
@@ -35,8 +36,10 @@ __all__ = [
     "SwitchResult",
     "current_deployment",
     "current_release",
+    "prune_releases",
     "read_history",
     "register",
+    "releases_to_prune",
     "rollback",
     "rollback_deployment",
     "rollback_target",
@@ -278,6 +281,45 @@ def rollback(root: Path, reason: str) -> SwitchResult:
     return _switch(root, target, reason, action="rollback", notes="; ".join(notes))
 
 
+def releases_to_prune(
+    releases: Sequence[Tuple[str, float]], protected: Iterable[Optional[str]], keep: int
+) -> List[str]:
+    """Which of `releases` ((id, mtime) pairs) pruning removes, newest first.
+
+    The protected ones (the current release, the one a rollback returns to, a release staged but
+    not yet switched to) are never removed and count towards `keep`; the newest others fill what is
+    left. Counting the protected ones in is what makes a second prune remove nothing.
+    """
+    if keep < 1:
+        raise ConfigError(f"keep must be at least 1 release, got {keep}", "keep 2 or more for a rollback")
+    present = {release for release, _ in releases}
+    kept = {release for release in protected if release in present}
+    others = sorted(
+        ((mtime, release) for release, mtime in releases if release not in kept), reverse=True
+    )
+    room = max(keep - len(kept), 0)
+    return [release for _, release in others[room:]]
+
+
+def prune_releases(root: Path, keep: int, also_keep: Iterable[str] = ()) -> List[str]:
+    """Remove the releases under <root>/releases beyond `keep` (see releases_to_prune); returns
+    the removed ids. Staging directories (`.staging-*`, a deploy in progress) are not releases."""
+    releases_dir = root / "releases"
+    found = (
+        [(entry.name, entry.stat().st_mtime) for entry in releases_dir.iterdir()
+         if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")]
+        if releases_dir.is_dir() else []
+    )  # fmt: skip
+    try:
+        previous: Optional[str] = rollback_target(root)
+    except JetpolicyError:
+        previous = None  # no current release, or nothing before it
+    removed = releases_to_prune(found, [current_release(root), previous, *also_keep], keep)
+    for release in removed:
+        shutil.rmtree(releases_dir / release)
+    return removed
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("release", help="switch, roll back or show releases on this robot")
     parser.add_argument("--root", type=Path, default=Path("/opt/jetpolicy"))
@@ -290,6 +332,9 @@ def register(subparsers: Any) -> None:
     back = sub.add_parser("rollback", help="return to the release active before the current one")
     back.add_argument("--reason", default="manual rollback")
     sub.add_parser("show", help="current release, rollback target and history as JSON")
+    prune = sub.add_parser("prune", help="remove old releases; never the current one or the one before it")
+    prune.add_argument("--keep", type=int, default=3, help="releases left in all, protected ones included")
+    prune.add_argument("--also-keep", action="append", default=[], help="a release id to keep (staged)")
     parser.set_defaults(handler=_main)
 
 
@@ -300,6 +345,9 @@ def _main(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(result)))
     elif args.release_command == "rollback":
         print(json.dumps(asdict(rollback(root, args.reason))))
+    elif args.release_command == "prune":
+        removed = prune_releases(root, args.keep, args.also_keep)
+        print(json.dumps({"changed": bool(removed), "removed": removed}))
     else:
         try:
             target: Optional[Dict[str, Any]] = asdict(rollback_deployment(root))
