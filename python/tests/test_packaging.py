@@ -7,12 +7,15 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import List
 
 import pytest
 
 from jetpolicy.cli import COMMANDS
 from jetpolicy.controller.bundle import (
     BundleError,
+    bundle_key,
+    pip_platform_args,
     platform_tags,
     robot_source_files,
     source_digest,
@@ -83,3 +86,61 @@ def test_platform_tags_follow_the_robot_glibc() -> None:
     assert platform_tags("aarch64", "2.31")[-2:] == ["manylinux_2_17_aarch64", "manylinux2014_aarch64"]
     with pytest.raises(BundleError, match="unexpected glibc version"):
         platform_tags("aarch64", "musl")
+
+
+def _manylinux(arch: str, newest_minor: int) -> List[str]:
+    return [f"manylinux_2_{m}_{arch}" for m in range(newest_minor, 16, -1)] + [f"manylinux2014_{arch}"]
+
+
+# (python, arch, glibc) of each kind of robot -> the --python-version and --platform tags pip gets.
+ROBOT_PLATFORMS = [
+    pytest.param("3.8", "aarch64", "2.31", _manylinux("aarch64", 31), id="jetpack5"),
+    pytest.param("3.10", "aarch64", "2.35", _manylinux("aarch64", 35), id="jetpack6"),
+    pytest.param("3.11", "x86_64", "2.36", _manylinux("x86_64", 36), id="x86-sim-bookworm"),
+    pytest.param("3.9", "aarch64", "2.31", _manylinux("aarch64", 31), id="arm64-sim-bullseye"),
+    pytest.param("3.12", "x86_64", "2.17", ["manylinux_2_17_x86_64", "manylinux2014_x86_64"], id="2.17"),
+]
+
+
+@pytest.mark.parametrize(("python_version", "arch", "glibc", "platforms"), ROBOT_PLATFORMS)
+def test_pip_gets_the_robots_platform_not_the_controllers(
+    python_version: str, arch: str, glibc: str, platforms: List[str]
+) -> None:
+    """Binary wheels only, for CPython at the robot's version, tagged for a glibc no newer than the
+    robot's: every manylinux_2_x from its glibc down to 2_17, then manylinux2014."""
+    args = pip_platform_args(python_version, arch, glibc)
+    assert args[:5] == ["--only-binary=:all:", "--implementation", "cp", "--python-version", python_version]
+    rest = args[5:]
+    assert rest[0::2] == ["--platform"] * len(platforms)
+    assert rest[1::2] == platforms
+    assert platform_tags(arch, glibc) == platforms
+
+
+@pytest.mark.parametrize(
+    ("python_version", "arch", "glibc", "message"),
+    [
+        pytest.param("3.7", "aarch64", "2.31", "Python version '3.7'", id="python-3.7"),
+        pytest.param("310", "aarch64", "2.35", "Python version '310'", id="python-no-dot"),
+        pytest.param("2.7", "x86_64", "2.36", "Python version '2.7'", id="python-2"),
+        pytest.param("3.10", "armv7l", "2.35", "architecture 'armv7l'", id="32-bit-arm"),
+        pytest.param("3.10", "aarch64", "musl", "glibc version 'musl'", id="musl"),
+        pytest.param("3.10", "aarch64", "2.x", "glibc version '2.x'", id="glibc-garbled"),
+    ],
+)
+def test_platforms_no_robot_has_are_refused(python_version: str, arch: str, glibc: str, message: str) -> None:
+    """A platform jetpolicy's wheels cannot serve fails before pip runs, naming the bad value."""
+    with pytest.raises(BundleError, match=message):
+        pip_platform_args(python_version, arch, glibc)
+
+
+def test_bundle_key_follows_the_platform_and_constraints() -> None:
+    """One key per robot platform and pin set (pin order aside); the same inputs give the same key."""
+    keys = {
+        bundle_key(PYTHON_DIR, python_version, arch, glibc)
+        for python_version, arch, glibc, _ in (p.values for p in ROBOT_PLATFORMS)
+    }
+    assert len(keys) == len(ROBOT_PLATFORMS)
+    jp5 = bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", ["numpy<2", "pip>=23"])
+    assert jp5 == bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", ["pip>=23", "numpy<2"])
+    assert jp5 != bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", ["numpy<2"])
+    assert jp5.startswith("py3.8-aarch64-")

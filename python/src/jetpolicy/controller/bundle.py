@@ -29,6 +29,8 @@ __all__ = [
     "Bundle",
     "BundleError",
     "build_bundle",
+    "bundle_key",
+    "pip_platform_args",
     "platform_tags",
     "register",
     "robot_source_files",
@@ -37,6 +39,10 @@ __all__ = [
 
 # Oldest manylinux_2_x tag worth asking for (manylinux2014 == 2_17).
 OLDEST_GLIBC_MINOR = 17
+# Jetsons and the aarch64 sim robots; the x86 sim robots.
+ROBOT_ARCHES = ("aarch64", "x86_64")
+# requires-python: JetPack 5's Python 3.8 is the oldest robot.
+OLDEST_PYTHON_MINOR = 8
 # The parts of the package a robot runs; everything else under src/jetpolicy stays home.
 ROBOT_PACKAGES = ("common", "robot")
 # Part of every bundle key: raise it when what a bundle holds changes for the same inputs.
@@ -67,6 +73,35 @@ def platform_tags(arch: str, glibc: str) -> List[str]:
     minor = int(parts[1])
     tags = [f"manylinux_2_{m}_{arch}" for m in range(minor, OLDEST_GLIBC_MINOR - 1, -1)]
     return [*tags, f"manylinux2014_{arch}"]
+
+
+def pip_platform_args(python_version: str, arch: str, glibc: str) -> List[str]:
+    """The `pip download` arguments that pick wheels the ROBOT can load, whatever the controller
+    runs: binary wheels only, CPython at the robot's version, every manylinux tag its glibc takes."""
+    major, _, minor = python_version.partition(".")
+    if major != "3" or not minor.isdigit() or int(minor) < OLDEST_PYTHON_MINOR:
+        raise BundleError(
+            f"unexpected robot Python version {python_version!r}",
+            f"pass MAJOR.MINOR, 3.{OLDEST_PYTHON_MINOR} or newer (JetPack 5 has 3.8, JetPack 6 3.10)",
+        )
+    if arch not in ROBOT_ARCHES:
+        raise BundleError(
+            f"unexpected robot architecture {arch!r}",
+            f"pass the robot's `uname -m`: {', '.join(ROBOT_ARCHES)}",
+        )
+    args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python_version]
+    for tag in platform_tags(arch, glibc):
+        args += ["--platform", tag]
+    return args
+
+
+def bundle_key(
+    source: Path, python_version: str, arch: str, glibc: str, constraints: Sequence[str] = ()
+) -> str:
+    """The cache key of a bundle: it changes with anything that changes the wheels chosen."""
+    pip_args = pip_platform_args(python_version, arch, glibc)
+    key_material = json.dumps([BUNDLE_LAYOUT, source_digest(source), pip_args, sorted(constraints)])
+    return f"py{python_version}-{arch}-" + hashlib.sha256(key_material.encode()).hexdigest()[:12]
 
 
 def _shipped(path: Path, package_root: Path) -> bool:
@@ -122,12 +157,8 @@ def build_bundle(
     glibc: str,
     constraints: Sequence[str] = (),
 ) -> Bundle:
-    tags = platform_tags(arch, glibc)
-    pip_args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python_version]
-    for tag in tags:
-        pip_args += ["--platform", tag]
-    key_material = json.dumps([BUNDLE_LAYOUT, source_digest(source), pip_args, sorted(constraints)])
-    key = f"py{python_version}-{arch}-" + hashlib.sha256(key_material.encode()).hexdigest()[:12]
+    pip_args = pip_platform_args(python_version, arch, glibc)
+    key = bundle_key(source, python_version, arch, glibc, constraints)
     bundle = cache / key
     built = False
     if not (bundle / "COMPLETE").exists():
