@@ -18,7 +18,16 @@ description:
     precision and every engine-affecting flag (and the INT8 calibration cache content). An existing
     engine with that key is reused (C(changed=false)); O(force) rebuilds it.
   - The engine is written to a temporary file in O(engine_dir) and moved into place atomically only
-    after trtexec printed C(&&&& PASSED), exited 0 and the file exists.
+    after trtexec printed C(&&&& PASSED), exited 0 and the file exists, so an engine already at that
+    path stays in use when a build fails, times out or is killed; the temporary file is removed then.
+    Temporary files left by a module process that died (connection lost, power cut) are removed on
+    the next build.
+  - The build is bounded by O(build_timeout_s) (coreutils C(timeout)) and O(build_memory_limit_mb)
+    (util-linux C(prlimit --data), RLIMIT_DATA); a build stopped by either fails naming the limit.
+  - When trtexec cannot write the engine (C(Saving engine to file failed.)), the failure names the
+    likely cause (read-only filesystem, permission denied, disk full) with the free space of O(engine_dir).
+  - The GPU name, compute capability and builder precision that trtexec printed are returned, and a
+    measured run bound by host enqueue time rather than GPU compute is flagged in RV(metrics).
   - Flags follow the TensorRT major version (TensorRT 10 removed C(--workspace), C(--buildOnly) and
     C(--explicitBatch)).
   - The build metrics (parsed from the trtexec output, or from C(--exportTimes) JSON when O(export_times)
@@ -87,6 +96,22 @@ options:
     description: Rebuild even when an engine with the same cache key exists.
     type: bool
     default: false
+  build_timeout_s:
+    description:
+      - Stop trtexec (TERM, then KILL 10 s later) when the build and measurement run longer than this
+        many seconds, and fail. C(0) disables it. Runs trtexec under coreutils C(timeout).
+    type: int
+    default: 3600
+  build_memory_limit_mb:
+    description:
+      - Cap trtexec's host memory (RLIMIT_DATA, through util-linux C(prlimit --data)) at this many MiB;
+        an allocation above it fails and the build aborts, instead of the kernel OOM killer picking a
+        victim on the robot (possibly the running policy). C(0) means no cap.
+      - RLIMIT_DATA counts private writable memory (heap, anonymous mappings). RLIMIT_AS is not used, as
+        the CUDA driver reserves far more virtual address space than the robot has RAM, so an address-space
+        cap breaks CUDA initialisation. GPU memory is bounded by O(workspace_mib), not by this.
+    type: int
+    default: 0
   trtexec_path:
     description: trtexec binary. Default C(/usr/src/tensorrt/bin/trtexec) (JetPack), then C(PATH).
     type: path
@@ -158,6 +183,12 @@ metrics:
   description:
     - Numbers found in the trtexec output; absent keys were not printed. C(source) is C(exportTimes)
       or C(log). Latency-like values are dicts with min, max, mean, median, p90, p95, p99 (ms).
+    - C(enqueue_bound) (with C(enqueue_bound_reason)) is true when trtexec printed its "Throughput may
+      be bound by Enqueue Time rather than GPU Compute" warning, or when the median enqueue time is above
+      0.8 x the median GPU compute time (trtexec's own threshold), from exportTimes, the summary, or the
+      "Average on N runs" trace lines. C(gpu_compute_gate_ok) is then false, as the host, not the GPU,
+      sets the time per inference, so a gate on C(gpu_compute_ms) alone would pass an engine that is
+      slower in practice. Absent when the run printed no timing (O(measure) false, C(--dumpProfile)).
   returned: always
   type: dict
   sample:
@@ -169,6 +200,10 @@ metrics:
     d2h_ms: {mean: 0.0115569}
     enqueue_ms: {mean: 0.691059}
     source: log
+    enqueue_bound: false
+    enqueue_bound_reason: "log medians: enqueue 0.549438 ms is 61% of GPU compute 0.904633 ms (not above the 80% at which trtexec warns)"
+    gpu_compute_gate_ok: true
+    enqueue_to_gpu_compute: 0.6074
 tensorrt_version:
   description: TensorRT version used for the flags and the key.
   returned: always
@@ -179,10 +214,38 @@ device_model:
   returned: always
   type: str
 cmd:
-  description: The trtexec argv (run, or that would run).
+  description:
+    - The trtexec argv (run, or that would run). It runs behind the C(timeout)/C(prlimit) prefix of
+      RV(launch_prefix) when O(build_timeout_s) or O(build_memory_limit_mb) are set.
   returned: always
   type: list
   elements: str
+launch_prefix:
+  description: The C(timeout) and C(prlimit) argv put in front of RV(cmd); empty when neither limit is set.
+  returned: when trtexec ran or would run
+  type: list
+  elements: str
+device_name:
+  description: GPU name trtexec printed (C(Selected Device:) in its Device Information), e.g. C(Xavier).
+  returned: when trtexec printed it (also for a reused engine, from its metadata)
+  type: str
+  sample: Xavier
+compute_capability:
+  description: CUDA compute capability trtexec printed (C(Compute Capability:)), e.g. C(7.2) on Xavier, C(8.7) on Orin.
+  returned: when trtexec printed it (also for a reused engine, from its metadata)
+  type: str
+  sample: "7.2"
+builder_precision:
+  description:
+    - Precisions enabled in the builder as trtexec printed them (C(Precision:) in its Build Options),
+      e.g. C(FP32), C(FP32+FP16), C(FP32+FP16+INT8), or C(Strongly Typed) on TensorRT 10.
+  returned: when trtexec printed it (also for a reused engine, from its metadata)
+  type: str
+  sample: FP32+FP16
+precision_constraints:
+  description: C(obey) or C(prefer) when trtexec reported precision constraints.
+  returned: when trtexec printed them
+  type: str
 log_tail:
   description: Last lines of the trtexec output.
   returned: when trtexec ran
@@ -193,12 +256,23 @@ rc:
   returned: when trtexec ran
   type: int
 causes:
-  description: Failure causes extracted from the log.
+  description:
+    - Failure causes, most specific first; from the log, from the exit status (timeout, memory cap,
+      signal) and, for a failed engine save, the likely cause found on the robot.
   returned: failure
   type: list
   elements: str
+engine_dir_free_mib:
+  description: Free space in O(engine_dir) (statvfs) right after trtexec failed to save the engine.
+  returned: when the engine could not be saved
+  type: float
+save_failure_cause:
+  description: Likely cause of a failed engine save (read-only filesystem, permission denied, disk full).
+  returned: when the engine could not be saved
+  type: str
 """
 
+import errno
 import json
 import os
 import tempfile
@@ -206,17 +280,24 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.jetpolicy_trtexec import (
+    DEVICE_FACT_KEYS,
     build_flags,
     build_succeeded,
     cache_key,
+    enqueue_bound_verdict,
     extract_failure_causes,
     full_command,
+    killed_build_cause,
+    limit_wrapper,
     log_tail,
     merge_export_times,
     metrics_from_parsed,
     normalize_tensorrt_version,
     parse_export_times,
     parse_trtexec_log,
+    save_failure_cause,
+    stale_temp_files,
+    temp_engine_name,
     tensorrt_version_from_header,
 )
 
@@ -292,6 +373,33 @@ def write_json_atomic(module, path, data):
     module.atomic_move(tmp, path)
 
 
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        # EPERM: it exists but belongs to someone else.
+        return exc.errno == errno.EPERM
+    return True
+
+
+def remove_stale_temp_files(module, engine_dir):
+    try:
+        names = os.listdir(engine_dir)
+    except OSError:
+        return
+    for name in stale_temp_files(names, pid_alive):
+        remove_quietly(os.path.join(engine_dir, name))
+        module.warn("removed %s left in %s by a build whose process is gone" % (name, engine_dir))
+
+
+def engine_dir_space(engine_dir):
+    """(free bytes, read-only, writable) of engine_dir for the user running trtexec; root may use the
+    blocks ext4 reserves for it, other users only the available ones."""
+    st = os.statvfs(engine_dir)
+    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize, bool(st.f_flag & os.ST_RDONLY), os.access(engine_dir, os.W_OK)
+
+
 def remove_quietly(*paths):
     for path in paths:
         if path and os.path.exists(path):
@@ -317,6 +425,8 @@ def main():
             measure=dict(type="bool", default=True),
             export_times=dict(type="bool", default=True),
             force=dict(type="bool", default=False),
+            build_timeout_s=dict(type="int", default=3600),
+            build_memory_limit_mb=dict(type="int", default=0),
             trtexec_path=dict(type="path"),
             device_model=dict(type="str"),
             tensorrt_version=dict(type="str"),
@@ -374,14 +484,24 @@ def main():
     if os.path.isfile(engine_path) and not params["force"]:
         sidecar = read_sidecar(sidecar_path)
         result.update(metrics=sidecar.get("metrics", {}), cmd=sidecar.get("cmd", []))
+        result.update((name, sidecar[name]) for name in DEVICE_FACT_KEYS if name in sidecar)
         module.exit_json(**result)
 
-    tmp_engine = os.path.join(engine_dir, ".%s.engine.tmp-%d" % (key, os.getpid()))
+    timeout_s = params["build_timeout_s"]
+    memory_limit_mb = params["build_memory_limit_mb"]
+    try:
+        prefix = limit_wrapper(
+            module.get_bin_path("timeout", required=True) if timeout_s else None, timeout_s,
+            module.get_bin_path("prlimit", required=True) if memory_limit_mb else None, memory_limit_mb)
+    except ValueError as exc:
+        module.fail_json(msg="invalid build limits for %s: %s" % (engine_path, exc))
+
+    tmp_engine = os.path.join(engine_dir, temp_engine_name(key, os.getpid()))
     times_path = os.path.join(engine_dir, ".%s.times.tmp-%d.json" % (key, os.getpid())) \
         if params["export_times"] and params["measure"] else None
     cmd = full_command(trtexec, onnx, tmp_engine, flags, tensorrt_version,
                        measure=params["measure"], export_times=times_path)
-    result.update(changed=True, rebuilt=True, cmd=cmd)
+    result.update(changed=True, rebuilt=True, cmd=cmd, launch_prefix=prefix)
     if module.check_mode:
         module.exit_json(msg="would build %s with trtexec" % engine_path, **result)
 
@@ -390,24 +510,37 @@ def main():
             os.makedirs(engine_dir, 0o755)
         except OSError as exc:
             module.fail_json(msg="cannot create engine_dir %s: %s" % (engine_dir, exc))
+    remove_stale_temp_files(module, engine_dir)
 
     started = time.time()
     # C locale: the output is parsed, so keep trtexec's messages untranslated.
-    rc, out, err = module.run_command(cmd, environ_update={"LC_ALL": "C"})
+    rc, out, err = module.run_command(prefix + cmd, environ_update={"LC_ALL": "C"})
     elapsed = time.time() - started
     text = out + ("\n" + err if err else "")
     parsed = parse_trtexec_log(text)
+    device_facts = dict((name, parsed[name]) for name in DEVICE_FACT_KEYS if name in parsed)
     ok, reason = build_succeeded(rc, parsed, os.path.isfile(tmp_engine) and os.path.getsize(tmp_engine) > 0)
     tail = log_tail(text)
     if not ok:
         causes = extract_failure_causes(text)
+        killed = killed_build_cause(rc, elapsed, timeout_s, memory_limit_mb)
+        if killed:
+            causes.insert(0, killed)
+        extra = {}
+        if parsed.get("engine_save_error") or (rc == 0 and parsed.get("status") == "passed"):
+            # Read before the partial file is removed: that is the disk trtexec failed to write.
+            free_bytes, read_only, writable = engine_dir_space(engine_dir)
+            cause = save_failure_cause(engine_dir, free_bytes, read_only, writable, os.path.getsize(onnx))
+            causes.insert(0, "engine not saved to %s: %s" % (tmp_engine, cause))
+            extra.update(save_failure_cause=cause, engine_dir_free_mib=round(free_bytes / 1048576.0, 1))
         remove_quietly(tmp_engine, times_path)
+        kept = " (the engine already at that path stays in use)" if os.path.isfile(engine_path) else ""
         module.fail_json(
-            msg="trtexec failed to build engine %s from %s: %s" % (
-                engine_path, onnx, "; ".join(causes) if causes else reason),
+            msg="trtexec failed to build engine %s from %s%s: %s" % (
+                engine_path, onnx, kept, "%s (%s)" % ("; ".join(causes), reason) if causes else reason),
             reason=reason, causes=causes, rc=rc, stdout=out[-4000:], stderr=err[-4000:],
-            log_tail=tail, cmd=cmd, cache_key=key, engine_path=engine_path,
-            tensorrt_version=tensorrt_version, changed=False,
+            log_tail=tail, cmd=cmd, launch_prefix=prefix, cache_key=key, engine_path=engine_path,
+            tensorrt_version=tensorrt_version, changed=False, **dict(device_facts, **extra)
         )
 
     export = {}
@@ -418,7 +551,10 @@ def main():
         except (IOError, OSError, ValueError) as exc:
             module.warn("could not read --exportTimes JSON %s: %s; using the log numbers" % (times_path, exc))
     metrics = merge_export_times(metrics_from_parsed(parsed), export)
+    metrics.update(enqueue_bound_verdict(metrics, parsed))
     metrics.setdefault("wall_time_s", round(elapsed, 3))
+    if metrics.get("enqueue_bound"):
+        module.warn("engine %s: %s" % (engine_path, metrics["enqueue_bound_reason"]))
     banner_version = parsed.get("tensorrt_version")
     if banner_version and banner_version != tensorrt_version:
         module.warn("trtexec banner reports TensorRT %s but the cache key uses %s: set tensorrt_version"
@@ -426,12 +562,14 @@ def main():
 
     module.atomic_move(tmp_engine, engine_path)
     remove_quietly(times_path)
-    write_json_atomic(module, sidecar_path, {
+    sidecar = {
         "cache_key": key, "onnx": onnx, "tensorrt_version": tensorrt_version, "device_model": device_model,
         "precision": params["precision"], "flags": flags, "cmd": cmd, "metrics": metrics,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
-    result.update(metrics=metrics, rc=rc, log_tail=tail)
+    }
+    sidecar.update(device_facts)
+    write_json_atomic(module, sidecar_path, sidecar)
+    result.update(metrics=metrics, rc=rc, log_tail=tail, **device_facts)
     module.exit_json(**result)
 
 

@@ -8,7 +8,9 @@ Runs on the robot's Python 3.8+.
 Every output format parsed here is one shown in the recorded logs under
 ``../shared/fixtures/trtexec/`` (real trtexec output) or printed by TensorRT's
 own trtexec sources (``Engine built in N sec.``, ``Dynamic dimensions required
-for input``); nothing is guessed.
+for input``, ``Saving engine to file failed.``, the enqueue-bound warning);
+nothing is guessed. Source lines are cited at the regexes, by NVIDIA/TensorRT tag
+(8.5.2 = JetPack 5.1, v8.6.1 for JetPack 6.0's 8.6.2, v10.3.0 = JetPack 6.1/6.2).
 """
 
 from __future__ import annotations
@@ -16,23 +18,33 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Mapping, Sequence
+import signal
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "CACHE_KEY_FORMAT",
+    "DEVICE_FACT_KEYS",
+    "ENQUEUE_BOUND_RATIO",
+    "KILL_GRACE_S",
     "PRECISIONS",
     "build_flags",
     "build_succeeded",
     "cache_key",
     "decode_version_tag",
+    "enqueue_bound_verdict",
     "extract_failure_causes",
     "full_command",
+    "killed_build_cause",
+    "limit_wrapper",
     "log_tail",
     "merge_export_times",
     "metrics_from_parsed",
     "normalize_tensorrt_version",
     "parse_export_times",
     "parse_trtexec_log",
+    "save_failure_cause",
+    "stale_temp_files",
+    "temp_engine_name",
     "tensorrt_version_from_header",
     "version_tuple",
 ]
@@ -63,6 +75,34 @@ _STAT_NAMES = {
 _STAT_LINE_RE = re.compile(r"^(?P<name>Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency): (?P<body>.*)$")
 _STAT_ITEM_RE = re.compile(r"(?P<key>min|max|mean|median|percentile\((?P<pct>[\d.]+)%\)) = (?P<val>[-\d.eE+]+) ms")
 _FLOAT = r"([-\d.eE+]+)"
+
+# "=== Device Information ===" block: "Selected Device: Xavier" / "Compute Capability: 7.2" in the
+# xavier_trt8.5.2 log; the same two lines in TensorRT's setCudaDevice (sampleDevice.h in 8.5.2 and
+# v8.6.1, sampleDevice.cpp in v10.3.0, which adds "Selected Device ID:"/"Selected Device UUID:" lines
+# that the ": " right after "Device" keeps out).
+_DEVICE_RE = re.compile(r"^Selected Device: (?P<name>.+?)\s*$")
+_CC_RE = re.compile(r"^Compute Capability: (?P<cc>\d+\.\d+)\s*$")
+# "=== Build Options ===" line "Precision: FP32" (xavier_trt8.5.2 log). printPrecision() in
+# sampleOptions.cpp writes "FP32" then "+FP16", "+INT8" (8.5.2), "+FP8" (v8.6.1), "+BF16", "+INT4"
+# (v10.3.0), or "Strongly Typed" (v10.3.0), then optionally " (obey precision constraints)" or
+# " (prefer precision constraints)". TRT 10 omits Build Options with --loadEngine.
+_PRECISION_RE = re.compile(
+    r"^Precision: (?P<types>[A-Za-z0-9+ ]+?)(?: \((?P<constraints>obey|prefer) precision constraints\))?\s*$"
+)
+# sampleReporting.cpp printTrace (8.5.2, v8.6.1, v10.3.0): "GPU latency" is the mean compute time of
+# the window, "Host latency" H2D+compute+D2H, "enqueue" the host enqueue time (orin_trt8.6 log).
+_TRACE_RE = re.compile(
+    rf"^Average on \d+ runs - GPU latency: {_FLOAT} ms - Host latency: {_FLOAT} ms \(enqueue {_FLOAT} ms\)"
+)
+# sampleReporting.cpp printPerformanceReport (8.5.2 line 241, v8.6.1 line 241, v10.3.0 line 271), printed
+# when the median enqueue time exceeds 0.8 x the median GPU compute time.
+_ENQUEUE_WARNING = "Throughput may be bound by Enqueue Time rather than GPU Compute"
+# What trtexec prints when --saveEngine cannot be written: getEngineBuildEnv() in sampleEngines.cpp
+# (8.5.2 line 1220, v8.6.1 line 1411, v10.3.0 line 1493) checks the ofstream after the write with
+# SMP_RETVAL_IF_FALSE(..., "Saving engine to file failed.", ...) to gLogError, then trtexec.cpp prints
+# "Engine set up failed" and "&&&& FAILED". sample::saveEngine() in the same file prints
+# "Cannot open engine file: <path>" instead (trtexec's own save path does not call it, other samples do).
+_SAVE_FAILED_RE = re.compile(r"^(?:Saving engine to file failed\.|Cannot open engine file: .*)$")
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -265,12 +305,14 @@ def parse_trtexec_log(text: str) -> dict[str, Any]:
     engine_load_s, engine_deserialize_s, throughput_qps, latency_ms, enqueue_ms, h2d_ms,
     gpu_compute_ms, d2h_ms (dicts min/max/mean/median/p90/p95/p99), total_host_walltime_s,
     total_gpu_compute_s, gpu_compute_cv_pct, average_runs, profile, e2e_timing_suppressed,
-    errors, dynamic_inputs_without_shapes.
+    errors, dynamic_inputs_without_shapes, device_name, compute_capability, builder_precision,
+    precision_constraints, trace_averages (list of {gpu_ms, host_ms, enqueue_ms}),
+    enqueue_bound_warning, engine_save_error (the trtexec line).
     """
     result: dict[str, Any] = {}
     errors: list[str] = []
     dynamic: list[str] = []
-    averages = 0
+    trace: list[dict[str, float]] = []
     in_profile = False
     for raw in text.splitlines():
         banner = _BANNER_RE.match(raw.strip())
@@ -289,6 +331,27 @@ def parse_trtexec_log(text: str) -> dict[str, Any]:
         match = re.match(r"^TensorRT version: (\d+\.\d+\.\d+)", line)
         if match and "tensorrt_version" not in result:
             result["tensorrt_version"] = match.group(1)
+            continue
+        match = _DEVICE_RE.match(line)
+        if match:
+            result.setdefault("device_name", match.group("name"))
+            continue
+        match = _CC_RE.match(line)
+        if match:
+            result.setdefault("compute_capability", match.group("cc"))
+            continue
+        match = _PRECISION_RE.match(line)
+        if match and "builder_precision" not in result:
+            result["builder_precision"] = match.group("types").strip()
+            if match.group("constraints"):
+                result["precision_constraints"] = match.group("constraints")
+            continue
+        if _ENQUEUE_WARNING in line:
+            result["enqueue_bound_warning"] = True
+            continue
+        match = _SAVE_FAILED_RE.match(line.strip())
+        if match:
+            result.setdefault("engine_save_error", match.group(0))
             continue
         match = re.match(rf"^Engine built in {_FLOAT} sec", line)
         if match:
@@ -324,8 +387,10 @@ def parse_trtexec_log(text: str) -> dict[str, Any]:
         if match:
             result["gpu_compute_cv_pct"] = float(match.group(1))
             continue
-        if re.match(r"^Average on \d+ runs - GPU latency:", line):
-            averages += 1
+        match = _TRACE_RE.match(line)
+        if match:
+            trace.append({"gpu_ms": float(match.group(1)), "host_ms": float(match.group(2)),
+                          "enqueue_ms": float(match.group(3))})
             continue
         if line.startswith("The e2e network timing is not reported"):
             result["e2e_timing_suppressed"] = True
@@ -348,8 +413,9 @@ def parse_trtexec_log(text: str) -> dict[str, Any]:
         match = re.match(r"^Dynamic dimensions required for input: ([^,]+), but no shapes were provided", line)
         if match:
             dynamic.append(match.group(1).strip())
-    if averages:
-        result["average_runs"] = averages
+    if trace:
+        result["average_runs"] = len(trace)
+        result["trace_averages"] = trace
     if errors:
         result["errors"] = errors
     if dynamic:
@@ -404,6 +470,10 @@ def extract_failure_causes(text: str) -> list[str]:
             "incompatible engine: it was built by another TensorRT version or device "
             "(serialization magic tag / deserialization failed); rebuild it on this robot"
         )
+
+    save_error = next((line.strip() for line in lines if _SAVE_FAILED_RE.match(line.strip())), None)
+    if save_error:
+        causes.append(f"trtexec could not write the engine file ({save_error!r})")
 
     if re.search(r"OutOfMemory|out of memory|Requested amount of GPU memory", joined):
         causes.append("out of GPU memory during the build: lower workspace_mib, stop other GPU users, or add swap")
@@ -497,6 +567,10 @@ def merge_export_times(log_metrics: Mapping[str, Any], export: Mapping[str, Any]
     return merged
 
 
+# What trtexec printed about the GPU and the builder precision: returned by the module and kept in the
+# sidecar so a reused engine reports them too.
+DEVICE_FACT_KEYS = ("device_name", "compute_capability", "builder_precision", "precision_constraints")
+
 _METRIC_KEYS = (
     "build_time_s", "throughput_qps", "latency_ms", "gpu_compute_ms", "h2d_ms", "d2h_ms", "enqueue_ms",
     "total_host_walltime_s", "total_gpu_compute_s", "gpu_compute_cv_pct", "profile", "engine_load_s",
@@ -508,3 +582,189 @@ def metrics_from_parsed(parsed: Mapping[str, Any]) -> dict[str, Any]:
     """The ``metrics`` return value: the numeric part of a parsed log."""
     return {key: parsed[key] for key in _METRIC_KEYS if key in parsed}
 
+
+
+# --- enqueue-bound runs -----------------------------------------------------------------------------
+
+# trtexec's own threshold: sampleReporting.cpp kENQUEUE_BOUND_REPORTING_THRESHOLD{0.8F} (8.5.2, v8.6.1,
+# v10.3.0), compared with ">" on the medians. Using the same rule keeps our verdict and trtexec's warning
+# in agreement, and it is the right cut: when the host needs more than 80% of the GPU's compute time just
+# to enqueue the next inference, any host jitter (a busy control loop on the same CPU) leaves the GPU idle,
+# so the step time follows the CPU, not the engine.
+ENQUEUE_BOUND_RATIO = 0.8
+
+_GATE_NOTE = (
+    "a gate on GPU compute latency (gpu_compute_ms) alone would understate the time per inference: "
+    "gate on 1000/throughput_qps or on latency_ms plus enqueue_ms instead"
+)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2.0
+
+
+def enqueue_bound_verdict(metrics: Mapping[str, Any], parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the measured run was bound by host enqueue time rather than GPU compute.
+
+    Evidence, first found wins: trtexec's own warning line; the medians of ``enqueue_ms`` and
+    ``gpu_compute_ms`` in ``metrics`` (exportTimes or the log's summary); the medians of the
+    "Average on N runs" trace lines (GPU latency there is the compute time). Rule: bound when
+    median enqueue > ENQUEUE_BOUND_RATIO x median GPU compute. Returns {} when undecidable, else
+    ``enqueue_bound``, ``enqueue_bound_reason``, ``gpu_compute_gate_ok`` (false when bound: a
+    latency gate on GPU compute time would then lie) and, from numbers, ``enqueue_to_gpu_compute``.
+    """
+    if parsed.get("enqueue_bound_warning"):
+        return {
+            "enqueue_bound": True,
+            "enqueue_bound_reason": "trtexec warned: 'Throughput may be bound by Enqueue Time rather than "
+                                    "GPU Compute and the GPU may be under-utilized'; " + _GATE_NOTE,
+            "gpu_compute_gate_ok": False,
+        }
+    enqueue = (metrics.get("enqueue_ms") or {}).get("median")
+    compute = (metrics.get("gpu_compute_ms") or {}).get("median")
+    source = "{} medians".format(metrics.get("source", "log"))
+    if enqueue is None or not compute:
+        trace = parsed.get("trace_averages") or []
+        if not trace:
+            return {}
+        enqueue = _median([t["enqueue_ms"] for t in trace])
+        compute = _median([t["gpu_ms"] for t in trace])
+        source = "medians of {} trtexec trace averages".format(len(trace))
+        if not compute:
+            return {}
+    ratio = enqueue / compute
+    bound = enqueue > ENQUEUE_BOUND_RATIO * compute
+    reason = "{}: enqueue {:g} ms is {:.0%} of GPU compute {:g} ms ({} the {:.0%} at which trtexec warns)".format(
+        source, enqueue, ratio, compute, "above" if bound else "not above", ENQUEUE_BOUND_RATIO)
+    if bound:
+        reason += "; " + _GATE_NOTE
+    return {
+        "enqueue_bound": bound,
+        "enqueue_bound_reason": reason,
+        "gpu_compute_gate_ok": not bound,
+        "enqueue_to_gpu_compute": round(ratio, 4),
+    }
+
+
+# --- failed engine saves ------------------------------------------------------------------------------
+
+# Least free space that can hold a small policy's engine; below it (or below the ONNX size) the engine
+# most likely did not fit. An engine carries the network's weights (about the ONNX size in FP32, half in
+# FP16) plus the chosen kernels, so the ONNX file's size is the natural lower bound of what it needs.
+_MIN_ENGINE_FREE_BYTES = 16 * 1024 * 1024
+
+
+def save_failure_cause(
+    engine_dir: str,
+    free_bytes: int,
+    read_only: bool,
+    writable: bool,
+    onnx_bytes: int,
+) -> str:
+    """The likely cause of a failed engine save, from the engine directory as it is after the failure
+    (``free_bytes`` read with statvfs while trtexec's partial file is still there)."""
+    free_mib = free_bytes / 1048576.0
+    if read_only:
+        return "read-only filesystem: {} is mounted read-only ({:.0f} MiB free)".format(engine_dir, free_mib)
+    if not writable:
+        return ("permission denied: the user running trtexec cannot write {} ({:.0f} MiB free); "
+                "run as its owner (tensorrt_engine_become_user) or fix its ownership".format(engine_dir, free_mib))
+    needed = max(onnx_bytes, _MIN_ENGINE_FREE_BYTES)
+    if free_bytes < needed:
+        return ("disk full: {:.1f} MiB free in {}, the engine needs about {:.1f} MiB or more "
+                "(ONNX {:.1f} MiB); free space there or point engine_dir at a larger disk".format(
+                    free_mib, engine_dir, needed / 1048576.0, onnx_bytes / 1048576.0))
+    return ("neither a full disk nor a permission problem: {} is writable with {:.0f} MiB free; "
+            "see the trtexec log".format(engine_dir, free_mib))
+
+
+# --- build limits (timeout, memory cap) -------------------------------------------------------------
+
+# Seconds between the TERM sent at build_timeout_s and the KILL that follows if trtexec is still running.
+KILL_GRACE_S = 10
+
+
+def limit_wrapper(
+    timeout_bin: str | None,
+    timeout_s: int,
+    prlimit_bin: str | None,
+    memory_limit_mb: int,
+) -> list[str]:
+    """argv prefix that bounds the build: coreutils ``timeout`` then util-linux ``prlimit --data``.
+
+    run_command has no timeout and no preexec hook, so the bounds come from two wrappers that every
+    Ubuntu/L4T root filesystem has (coreutils, util-linux). ``timeout`` sends TERM at the deadline,
+    KILL after KILL_GRACE_S, and exits 124 (or dies by KILL). The memory cap is RLIMIT_DATA, not
+    RLIMIT_AS: the CUDA driver reserves host virtual address space far beyond physical memory at
+    context and pool creation (NVIDIA/cuda-python issue #2381 measured 2x device memory per pool), so an
+    address-space cap near the robot's RAM fails CUDA before the build starts. RLIMIT_DATA (Linux >= 4.7,
+    JetPack 5/6 run 5.10/5.15) counts only private writable mappings: the builder's heap and anonymous
+    memory, which is what grows during a build. GPU memory is bounded by workspace_mib, not by this.
+    """
+    wrapper: list[str] = []
+    if timeout_s:
+        if timeout_s < 0 or not timeout_bin:
+            raise ValueError("build_timeout_s needs a positive value and the timeout binary")
+        wrapper += [timeout_bin, "--signal=TERM", f"--kill-after={KILL_GRACE_S}", str(timeout_s)]
+    if memory_limit_mb:
+        if memory_limit_mb < 0 or not prlimit_bin:
+            raise ValueError("build_memory_limit_mb needs a positive value and the prlimit binary")
+        limit = memory_limit_mb * 1024 * 1024
+        wrapper += [prlimit_bin, f"--data={limit}:{limit}", "--"]
+    return wrapper
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def killed_build_cause(rc: int, elapsed_s: float, timeout_s: int, memory_limit_mb: int) -> str | None:
+    """Why a bounded build ended without trtexec finishing, or None when it ended on its own.
+
+    trtexec itself exits 0 or 1 (reportPass/reportFail). rc 124 is ``timeout``'s deadline exit; a
+    negative rc is death by a signal (run_command's Popen convention; ``timeout`` re-raises the child's
+    signal). A KILL at or after the deadline is the timeout's KILL; an ABRT or SEGV under a memory cap
+    is an allocation that failed at the cap (C++ bad_alloc ends in abort()).
+    """
+    if timeout_s and (rc == 124 or (rc in (-9, 137) and elapsed_s >= timeout_s)):
+        return ("timed out: the build ran past build_timeout_s={}s and was stopped after {:.0f}s; "
+                "raise build_timeout_s (0 disables it) or give trtexec the device to itself".format(
+                    timeout_s, elapsed_s))
+    if rc < 0 or rc > 128:
+        number = -rc if rc < 0 else rc - 128
+        name = _signal_name(number)
+        if memory_limit_mb and number in (signal.SIGABRT, signal.SIGSEGV, signal.SIGKILL):
+            return ("killed by {} under build_memory_limit_mb={}: an allocation above the cap fails and "
+                    "aborts the build; raise build_memory_limit_mb (0 disables it) or lower "
+                    "workspace_mib".format(name, memory_limit_mb))
+        if number == signal.SIGKILL:
+            return ("killed by SIGKILL: most likely the kernel OOM killer (see dmesg); lower workspace_mib, "
+                    "stop other GPU users or add swap")
+        return "trtexec was killed by {}".format(name)
+    return None
+
+
+# --- temporary engine files ------------------------------------------------------------------------
+
+_TEMP_RE = re.compile(r"^\.(?P<key>[0-9a-f]{64})\.(?:engine|times)\.tmp-(?P<pid>\d+)(?:\.json)?$")
+
+
+def temp_engine_name(key: str, pid: int) -> str:
+    """Name of the file trtexec writes before the engine is moved into place (hidden, per process)."""
+    return f".{key}.engine.tmp-{pid}"
+
+
+def stale_temp_files(names: Iterable[str], is_alive: Callable[[int], bool]) -> list[str]:
+    """Temporary engine/exportTimes files left by builds whose module process is gone (killed with the
+    connection, or power loss): they hold no live engine and only eat the disk engines need."""
+    stale = []
+    for name in sorted(names):
+        match = _TEMP_RE.match(name)
+        if match and not is_alive(int(match.group("pid"))):
+            stale.append(name)
+    return stale

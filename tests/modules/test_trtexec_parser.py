@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible.module_utils.jetpolicy_trtexec import (
+    DEVICE_FACT_KEYS,
     build_succeeded,
     decode_version_tag,
     extract_failure_causes,
@@ -154,3 +155,132 @@ def test_export_times_summary() -> None:
     assert summary["latency_ms"]["mean"] == 2.0 and summary["latency_ms"]["median"] == 2.0
     assert summary["gpu_compute_ms"]["max"] == 1.5
     assert parse_export_times({"not": "a list"}) == {}
+
+
+# --- device, compute capability, builder precision (issue 11 item 7) ---------------------------------
+# Only the Xavier 8.5.2 log carries the "=== Device Information ===" and "=== Build Options ===" blocks;
+# the Orin 8.6 excerpt starts at the trace lines, the Orin NX 10.3 prolog ends before Device Information
+# (and TRT 10 prints no Build Options with --loadEngine), the other logs are error tails or summaries.
+DEVICE_FACTS = {
+    "xavier_trt8.5.2_loadengine_dumpprofile.log": {"device_name": "Xavier", "compute_capability": "7.2",
+                                                   "builder_precision": "FP32"},
+    "orin_trt8.6_mnist_perf_summary.log": {},
+    "orin_nx_trt10.3_loadengine_prolog.log": {},
+    "orin_trt10.3_removed_options.log": {},
+    "trt10.0_engine_version_mismatch.log": {},
+    "trt10.0_fp16_build_perf_summary.log": {},
+    "trt10.3_onnx_parse_failure.log": {},
+}
+
+
+@pytest.mark.parametrize("name,expected", sorted(DEVICE_FACTS.items()))
+def test_device_facts_from_each_log(name: str, expected: dict) -> None:
+    """Device name, compute capability and precision are read where the log prints them, absent elsewhere."""
+    assert set(DEVICE_FACTS) == {p.name for p in FIXTURES.glob("*.log")}
+    parsed = parse_trtexec_log(fixture_text(name))
+    found = {key: parsed[key] for key in DEVICE_FACT_KEYS if key in parsed}
+    assert found == expected
+
+
+def test_device_lines_without_prefix() -> None:
+    """The Xavier device block parses the same with its '[date] [I]' prefixes stripped."""
+    text = fixture_text("xavier_trt8.5.2_loadengine_dumpprofile.log")
+    bare = "\n".join(line.split("] ", 2)[-1] if line.startswith("[") else line for line in text.splitlines())
+    parsed = parse_trtexec_log(bare)
+    assert (parsed["device_name"], parsed["compute_capability"], parsed["builder_precision"]) == ("Xavier", "7.2", "FP32")
+
+
+# printPrecision() in samples/common/sampleOptions.cpp writes "FP32", then "+FP16", "+INT8" (8.5.2),
+# "+FP8" (v8.6.1), "+BF16", "+INT4", "Strongly Typed" (v10.3.0) and the constraints suffix; each is put
+# in the Xavier log's own "Precision: FP32" line in place of "FP32".
+@pytest.mark.parametrize("printed,precision,constraints", [
+    ("FP32+FP16", "FP32+FP16", None),
+    ("FP32+FP16+INT8", "FP32+FP16+INT8", None),
+    ("FP32+FP16+BF16+INT8+FP8+INT4", "FP32+FP16+BF16+INT8+FP8+INT4", None),
+    ("FP32+FP16 (obey precision constraints)", "FP32+FP16", "obey"),
+    ("FP32+INT8 (prefer precision constraints)", "FP32+INT8", "prefer"),
+    ("Strongly Typed", "Strongly Typed", None),
+])
+def test_precision_as_trtexec_prints_it(printed: str, precision: str, constraints: str | None) -> None:
+    """Every form of the Precision line splits into the precision and the constraints."""
+    text = fixture_text("xavier_trt8.5.2_loadengine_dumpprofile.log").replace("] Precision: FP32\n", f"] Precision: {printed}\n")
+    assert f"Precision: {printed}" in text
+    parsed = parse_trtexec_log(text)
+    assert parsed["builder_precision"] == precision
+    assert parsed.get("precision_constraints") == constraints
+    assert "LayerPrecisions" not in parsed["builder_precision"]
+
+
+# --- enqueue-bound evidence in the log ----------------------------------------------------------------
+
+def test_trace_average_lines_are_read() -> None:
+    """The four 'Average on 10 runs' lines of the Orin 8.6 log give GPU, host and enqueue times."""
+    parsed = parse_trtexec_log(fixture_text("orin_trt8.6_mnist_perf_summary.log"))
+    assert parsed["trace_averages"] == [
+        {"gpu_ms": 4.78064, "host_ms": 4.83948, "enqueue_ms": 0.356567},
+        {"gpu_ms": 4.77766, "host_ms": 4.83599, "enqueue_ms": 0.356763},
+        {"gpu_ms": 4.7771, "host_ms": 4.83513, "enqueue_ms": 0.363037},
+        {"gpu_ms": 4.77773, "host_ms": 4.8364, "enqueue_ms": 0.363794},
+    ]
+    assert "enqueue_bound_warning" not in parsed
+
+
+def test_no_fixture_has_the_enqueue_warning() -> None:
+    """None of the recorded runs was enqueue-bound: no warning line is seen in any of them."""
+    for path in FIXTURES.glob("*.log"):
+        assert "enqueue_bound_warning" not in parse_trtexec_log(path.read_text()), path.name
+
+
+# sampleReporting.cpp (8.5.2 line 241, v8.6.1 line 241, v10.3.0 line 271) prints this to the warning
+# stream after "Total GPU Compute Time", before the coefficient-of-variance warning.
+ENQUEUE_WARNING = ("[09/08/2025-20:11:30] [W] * Throughput may be bound by Enqueue Time rather than GPU Compute "
+                   "and the GPU may be under-utilized.\n"
+                   "[09/08/2025-20:11:30] [W]   If not already in use, --useCudaGraph (utilize CUDA graphs where "
+                   "possible) may increase the throughput.\n")
+
+
+def with_enqueue_warning(text: str) -> str:
+    anchor = "[09/08/2025-20:11:30] [W] * GPU compute time is unstable"
+    assert anchor in text
+    return text.replace(anchor, ENQUEUE_WARNING + anchor, 1)
+
+
+def test_enqueue_warning_is_seen() -> None:
+    """trtexec's own enqueue-bound warning sets enqueue_bound_warning; the other numbers are unchanged."""
+    text = fixture_text("trt10.0_fp16_build_perf_summary.log")
+    parsed = parse_trtexec_log(with_enqueue_warning(text))
+    assert parsed["enqueue_bound_warning"] is True
+    assert parsed["gpu_compute_cv_pct"] == 43.467
+    plain = parse_trtexec_log(text)
+    assert {k: v for k, v in parsed.items() if k != "enqueue_bound_warning"} == plain
+
+
+# --- failed engine save -------------------------------------------------------------------------------
+# What trtexec prints when --saveEngine cannot be written (sampleEngines.cpp getEngineBuildEnv, then
+# trtexec.cpp), after the prolog of a real run; the FAILED banner as in the recorded logs.
+SAVE_FAILURE = ("[04/21/2025-16:34:20] [E] Saving engine to file failed.\n"
+                "[04/21/2025-16:34:20] [E] Engine set up failed\n"
+                "&&&& FAILED TensorRT.trtexec [TensorRT v100300] # /usr/src/tensorrt/bin/trtexec "
+                "--onnx=policy.onnx --saveEngine=/opt/jetpolicy/engines/x.engine\n")
+
+
+def test_save_failure_is_named() -> None:
+    """'Saving engine to file failed.' becomes engine_save_error and a cause naming the write."""
+    text = fixture_text("orin_nx_trt10.3_loadengine_prolog.log") + SAVE_FAILURE
+    parsed = parse_trtexec_log(text)
+    assert parsed["status"] == "failed"
+    assert parsed["engine_save_error"] == "Saving engine to file failed."
+    assert extract_failure_causes(text) == ["trtexec could not write the engine file ('Saving engine to file failed.')"]
+
+
+def test_sample_save_engine_message_is_named() -> None:
+    """sample::saveEngine's 'Cannot open engine file: <path>' is a save failure too."""
+    line = "[04/21/2025-16:34:20] [E] Cannot open engine file: /opt/jetpolicy/engines/x.engine\n"
+    parsed = parse_trtexec_log(fixture_text("orin_nx_trt10.3_loadengine_prolog.log") + line)
+    assert parsed["engine_save_error"] == "Cannot open engine file: /opt/jetpolicy/engines/x.engine"
+
+
+@pytest.mark.parametrize("name", sorted(DEVICE_FACTS))
+def test_no_fixture_is_a_save_failure(name: str) -> None:
+    """None of the recorded logs is mistaken for a failed save."""
+    assert "engine_save_error" not in parse_trtexec_log(fixture_text(name))
