@@ -3,6 +3,8 @@ controller side."""
 
 from __future__ import annotations
 
+import argparse
+import ast
 import subprocess
 import sys
 import zipfile
@@ -11,7 +13,8 @@ from typing import List
 
 import pytest
 
-from jetpolicy.cli import COMMANDS
+from jetpolicy.cli import COMMANDS, build_parser
+from jetpolicy.common.errors import ConfigError
 from jetpolicy.controller.bundle import (
     BundleError,
     bundle_key,
@@ -21,6 +24,8 @@ from jetpolicy.controller.bundle import (
     source_digest,
     stage_robot_source,
 )
+from jetpolicy.robot.backends.base import BACKEND_KINDS
+from jetpolicy.robot.config import config_from_dict
 
 PYTHON_DIR = Path(__file__).resolve().parents[1]
 
@@ -144,3 +149,34 @@ def test_bundle_key_follows_the_platform_and_constraints() -> None:
     assert jp5 == bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", ["pip>=23", "numpy<2"])
     assert jp5 != bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", ["numpy<2"])
     assert jp5.startswith("py3.8-aarch64-")
+
+
+def test_every_module_declares_its_public_names() -> None:
+    """Each module under src/jetpolicy sets `__all__` (the package's public surface is explicit)."""
+    missing = []
+    for path in sorted((PYTHON_DIR / "src" / "jetpolicy").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {
+            target.id
+            for node in tree.body
+            if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)
+        }
+        if "__all__" not in names:
+            missing.append(str(path.relative_to(PYTHON_DIR)))
+    assert missing == []
+
+
+def test_backend_names_come_from_one_list(tmp_path: Path) -> None:
+    """The CLI's --backend choices (bench, parity) and the runner config accept exactly BACKEND_KINDS."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("bench", "parity"):
+        backend = next(a for a in commands.choices[command]._actions if "--backend" in a.option_strings)
+        assert tuple(backend.choices or ()) == BACKEND_KINDS, command
+    for kind in BACKEND_KINDS:
+        config = config_from_dict({"release_dir": str(tmp_path), "backend": kind}, base=tmp_path)
+        assert config.backend == kind
+    with pytest.raises(ConfigError, match="backend"):
+        config_from_dict({"release_dir": str(tmp_path), "backend": "tensorflow"}, base=tmp_path)
