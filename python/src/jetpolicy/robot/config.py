@@ -14,7 +14,14 @@ from typing import Any, Dict, List, Mapping, Optional
 from jetpolicy.common.errors import ConfigError
 from jetpolicy.robot.backends.base import BACKEND_KINDS
 from jetpolicy.robot.scheduler import OVERRUN_POLICIES
-from jetpolicy.robot.transport import DEFAULT_ACTION_ADDRESS, DEFAULT_OBSERVATION_ADDRESS
+from jetpolicy.robot.transport import (
+    DEFAULT_ACTION_ADDRESS,
+    DEFAULT_MAX_PACKETS_PER_POLL,
+    DEFAULT_OBSERVATION_ADDRESS,
+    TransportError,
+    check_bind,
+    parse_address,
+)
 
 __all__ = [
     "DEFAULT_SPIN_US",
@@ -52,6 +59,9 @@ class TransportConfig:
     seed: int = 0  # synthetic
     path: Optional[Path] = None  # replay: .npz of recorded observations
     loop: bool = True  # replay: wrap around at the end
+    allowed_peers: Optional[List[str]] = None  # udp/unix: senders accepted; None: the action_to peer
+    max_packets_per_tick: int = DEFAULT_MAX_PACKETS_PER_POLL  # udp/unix: datagrams read per tick
+    allow_wildcard_bind: bool = False  # udp: a 0.0.0.0 bind only when asked for
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,10 @@ _TOP_KEYS = {
     "metrics_file", "status_interval_s", "transport", "stale_after_ticks", "warmup_ticks", "realtime",
     "watchdog",
 }  # fmt: skip
-_TRANSPORT_KEYS = {"kind", "bind", "action_to", "seed", "path", "loop"}
+_TRANSPORT_KEYS = {
+    "kind", "bind", "action_to", "seed", "path", "loop", "allowed_peers", "max_packets_per_tick",
+    "allow_wildcard_bind",
+}  # fmt: skip
 _REALTIME_KEYS = {"sched_fifo_priority", "cpu_affinity", "mlockall", "gc_freeze", "required"}
 
 
@@ -155,6 +168,27 @@ def _transport(raw: Any, source: str, base: Path) -> TransportConfig:
             values[key] = raw[key]
         elif kind == "unix":
             raise _fail(where, key, "is required for a unix transport", "give a socket path")
+    if raw.get("allowed_peers") is not None:
+        peers = raw["allowed_peers"]
+        if not isinstance(peers, list) or not peers or not all(isinstance(p, str) and p for p in peers):
+            raise _fail(
+                where, "allowed_peers", f"must be a non-empty list of addresses, got {peers!r}",
+                'list sender IPs (udp, e.g. ["127.0.0.1"]) or socket paths (unix); null: the action_to peer',
+            )  # fmt: skip
+        values["allowed_peers"] = list(peers)
+    if "max_packets_per_tick" in raw:
+        values["max_packets_per_tick"] = _number(raw, "max_packets_per_tick", where, 1, 4096, integer=True)
+    if "allow_wildcard_bind" in raw:
+        values["allow_wildcard_bind"] = _bool(raw, "allow_wildcard_bind", where)
+    if kind in ("udp", "unix"):
+        try:
+            check_bind(
+                kind,
+                parse_address(kind, values.get("bind", DEFAULT_OBSERVATION_ADDRESS)),
+                values.get("allow_wildcard_bind", False),
+            )
+        except TransportError as exc:
+            raise ConfigError(f"{where}: 'bind' {exc.cause}", exc.fix) from None
     if "seed" in raw:
         values["seed"] = _number(raw, "seed", where, 0, 2**32 - 1, integer=True)
     if "loop" in raw:

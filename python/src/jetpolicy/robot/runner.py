@@ -165,7 +165,14 @@ def build_io(
     """The observation source and action sink for a transport config."""
     if transport.kind in ("udp", "unix"):
         socket_io = DatagramTransport(
-            transport.kind, transport.bind, transport.action_to, policy.observation_specs, policy.action_specs
+            transport.kind,
+            transport.bind,
+            transport.action_to,
+            policy.observation_specs,
+            policy.action_specs,
+            allowed_peers=transport.allowed_peers,
+            max_packets_per_poll=transport.max_packets_per_tick,
+            allow_wildcard_bind=transport.allow_wildcard_bind,
         )
         return socket_io.receiver, socket_io.publisher, socket_io
     source: Union[SyntheticSource, ReplaySource]
@@ -337,13 +344,14 @@ class Runner:
 def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str, Any]:
     """Counters and percentiles of a control loop (all zeros before it exists)."""
     by_reason: Dict[str, int] = dict(getattr(receiver, "rejected", {reason: 0 for reason in REJECT_REASONS}))
+    capped = int(getattr(receiver, "capped_polls", 0))
     if loop is None:
         zero = {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
         return {
             "ticks": 0, "overruns": 0, "skipped_periods": 0, "deadline_misses": 0, "deadline_miss_rate": 0.0,
             "latency_us": zero, "inference_us": zero, "period_error_us": {"p50": 0.0, "p99": 0.0, "max": 0.0},
             "jitter_us": 0.0, "drift_pct": 0.0, "stale_ticks": 0, "rejected_packets": 0,
-            "rejected_by_reason": by_reason, "safe_actions": 0,
+            "rejected_by_reason": by_reason, "capped_polls": capped, "safe_actions": 0,
         }  # fmt: skip
     sched = loop.scheduler
     summary = loop.stats.summary_us()
@@ -362,6 +370,7 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
         "stale_ticks": loop.stale.stale_ticks,
         "rejected_packets": sum(by_reason.values()),
         "rejected_by_reason": by_reason,
+        "capped_polls": capped,
         "safe_actions": loop.safe_actions,
     }
 

@@ -13,7 +13,7 @@ import os
 import socket
 import struct
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -30,7 +30,13 @@ HEADER_SIZE = HEADER.size
 FLOAT_SIZE = 4
 DEFAULT_OBSERVATION_ADDRESS = "127.0.0.1:47800"
 DEFAULT_ACTION_ADDRESS = "127.0.0.1:47801"
-REJECT_REASONS = ("short", "bad_magic", "bad_version", "wrong_kind", "wrong_size", "non_finite")
+REJECT_REASONS = (
+    "short", "bad_magic", "bad_version", "wrong_kind", "wrong_size", "non_finite", "unknown_peer",
+)  # fmt: skip
+# Datagrams read per poll at most: a flood (or a sender far faster than the control rate) then
+# costs a bounded slice of each tick; what is left waits in the kernel queue for the next tick.
+DEFAULT_MAX_PACKETS_PER_POLL = 32
+WILDCARD_HOSTS = ("0.0.0.0", "::", "", "*")
 
 Address = Union[Tuple[str, int], str]
 
@@ -51,6 +57,48 @@ def parse_address(kind: str, text: str) -> Address:
             raise TransportError("unix socket address is empty", "give a path like /run/jetpolicy/obs.sock")
         return "\0" + text[1:] if text.startswith("@") else text
     raise TransportError(f"transport kind {kind!r} has no socket address", "use udp or unix")
+
+
+def check_bind(kind: str, address: Address, allow_wildcard: bool) -> None:
+    """Refuse a UDP bind to every interface unless asked for: the runner would then take
+    observations from the whole network, not from the robot's own driver."""
+    if kind == "udp" and isinstance(address, tuple) and address[0] in WILDCARD_HOSTS and not allow_wildcard:
+        raise TransportError(
+            f"UDP bind address {address[0] or '(empty)'}:{address[1]} listens on every interface",
+            "bind to the address the robot's driver sends from (127.0.0.1 when it runs on the robot), "
+            "or set transport.allow_wildcard_bind to true and list transport.allowed_peers",
+        )
+
+
+def normalize_peer(kind: str, address: Any) -> str:
+    """A sender address as the allow-list compares it: the host for UDP, the bound path for unix
+    (abstract names as "@name"; an unbound unix sender is "")."""
+    if kind == "udp":
+        return str(address[0]) if isinstance(address, tuple) else ""
+    if isinstance(address, bytes):
+        address = address.decode("utf-8", "replace")
+    text = str(address or "")
+    return "@" + text[1:] if text.startswith("\0") else text
+
+
+def allowed_peer_set(kind: str, allowed: Optional[Sequence[str]], action_to: Address) -> FrozenSet[str]:
+    """The senders observations are accepted from. By default the one peer the runner talks to:
+    the host (UDP) or socket path (unix) its actions go to."""
+    if allowed is None:
+        allowed = [action_to[0] if isinstance(action_to, tuple) else normalize_peer(kind, action_to)]
+    peers = set()
+    for entry in allowed:
+        if kind == "udp":
+            try:
+                peers.add(socket.gethostbyname(entry))
+            except OSError:
+                raise TransportError(
+                    f"allowed peer {entry!r} is not an IPv4 address or resolvable host name",
+                    "list the IP addresses observations come from",
+                ) from None
+        else:
+            peers.add(entry)
+    return frozenset(peers)
 
 
 def open_socket(kind: str, bind: Optional[Address]) -> socket.socket:
@@ -96,14 +144,26 @@ def encode(kind: int, sequence: int, payload: np.ndarray, flags: int = 0, timest
 
 
 class ObservationReceiver:
-    """Drains the socket each tick and keeps the newest valid observation.
+    """Reads the socket each tick and keeps the newest valid observation.
 
     `poll()` returns the observation views when at least one valid packet arrived since the last
-    poll, else None. The views are preallocated and overwritten by later polls.
+    poll, else None. The views are preallocated and overwritten by later polls. With `allowed_peers`
+    a packet from any other sender is dropped as `unknown_peer`; at most `max_packets` datagrams
+    are read per poll (`capped_polls` counts the polls that stopped there).
     """
 
-    def __init__(self, sock: socket.socket, specs: Sequence[TensorSpec]) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        specs: Sequence[TensorSpec],
+        allowed_peers: Optional[FrozenSet[str]] = None,
+        max_packets: int = DEFAULT_MAX_PACKETS_PER_POLL,
+    ) -> None:
         self._sock = sock
+        self._kind = "udp" if sock.family == socket.AF_INET else "unix"
+        self._allowed = allowed_peers
+        self._max_packets = max_packets
+        self.capped_polls = 0
         self.specs = list(specs)
         self._count = payload_size(self.specs)
         self._expected_len = HEADER_SIZE + FLOAT_SIZE * self._count
@@ -141,14 +201,17 @@ class ObservationReceiver:
 
     def poll(self) -> Optional[Dict[str, np.ndarray]]:
         fresh = False
-        while True:
+        for _ in range(self._max_packets):
             try:
-                nbytes = self._sock.recv_into(self._view)
+                nbytes, sender = self._sock.recvfrom_into(self._view)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 # e.g. ECONNREFUSED queued by an earlier send; nothing to read from it.
                 break
+            if self._allowed is not None and normalize_peer(self._kind, sender) not in self._allowed:
+                self.rejected["unknown_peer"] += 1
+                continue
             reason = self._validate(nbytes)
             if reason is not None:
                 self.rejected[reason] += 1
@@ -159,6 +222,8 @@ class ObservationReceiver:
             self.last_timestamp_ns = stamp
             self.received += 1
             fresh = True
+        else:
+            self.capped_polls += 1
         return self.observation if fresh else None
 
     def close(self) -> None:
@@ -235,14 +300,21 @@ class DatagramTransport:
         action_to: str,
         observation_specs: Sequence[TensorSpec],
         action_specs: Sequence[TensorSpec],
+        allowed_peers: Optional[Sequence[str]] = None,
+        max_packets_per_poll: int = DEFAULT_MAX_PACKETS_PER_POLL,
+        allow_wildcard_bind: bool = False,
     ) -> None:
         if kind not in ("udp", "unix"):
             raise TransportError(f"datagram transport kind {kind!r} is unknown", "use udp or unix")
         self.kind = kind
         self.bind_address = parse_address(kind, bind)
         self.action_address = parse_address(kind, action_to)
+        check_bind(kind, self.bind_address, allow_wildcard_bind)
+        self.allowed_peers = allowed_peer_set(kind, allowed_peers, self.action_address)
         self._sock = open_socket(kind, self.bind_address)
-        self.receiver = ObservationReceiver(self._sock, observation_specs)
+        self.receiver = ObservationReceiver(
+            self._sock, observation_specs, self.allowed_peers, max_packets_per_poll
+        )
         self.publisher = ActionPublisher(self._sock, self.action_address, action_specs)
 
     def poll(self) -> Optional[Dict[str, np.ndarray]]:
@@ -354,6 +426,7 @@ class PolicyClient:
 
 __all__: List[str] = [
     "DEFAULT_ACTION_ADDRESS",
+    "DEFAULT_MAX_PACKETS_PER_POLL",
     "DEFAULT_OBSERVATION_ADDRESS",
     "FLAG_SAFE_ACTION",
     "HEADER",
@@ -362,6 +435,7 @@ __all__: List[str] = [
     "MAGIC",
     "REJECT_REASONS",
     "VERSION",
+    "WILDCARD_HOSTS",
     "ActionPacket",
     "ActionPublisher",
     "DatagramTransport",
@@ -369,6 +443,9 @@ __all__: List[str] = [
     "PolicyClient",
     "StaleTracker",
     "TransportError",
+    "allowed_peer_set",
+    "check_bind",
     "encode",
+    "normalize_peer",
     "parse_address",
 ]
