@@ -27,6 +27,8 @@ description:
     for any run whose report directory exists (the playbook or C(jetpolicy rollout) made it).
   - If the playbook wrote per-host records there (C(hosts/*.json)), renders report.json, report.md
     and latency.png with C(jetpolicy.controller.report.render_report) and prints the summary line.
+    Records are read through C(jetpolicy.controller.record.HostRecord); one that does not match it
+    fails its host in the report and is shown as a warning naming the file and the field.
   - Never fails the playbook; its own errors are shown as warnings.
 requirements:
   - the jetpolicy Python package (with matplotlib) importable by the controller's Python
@@ -156,5 +158,8 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]  # ansible-core ships 
         from jetpolicy.controller.report import render_report
 
         summary = render_report(report_dir, run)
+        # A record off the HostRecord contract fails its host in the report; say which file and field.
+        for problem in summary.problems:
+            self._display.warning(f"jetpolicy_report: {problem}")
         color = "green" if summary.ok else "red"
         self._display.display(f"jetpolicy report: {summary.markdown} — {summary.line()}", color=color)

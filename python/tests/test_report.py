@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
+import yaml
 
 from jetpolicy.cli import main
 from jetpolicy.common.errors import JetpolicyError
-from jetpolicy.controller.report import render_report
+from jetpolicy.controller.record import HostRecord, RecordError, Rollback, load_host_record
+from jetpolicy.controller.report import read_summary, render_report
 
 TARGET = "8620dd26fec5b69b"
 
@@ -164,3 +166,131 @@ def test_rerun_with_every_host_already_on_the_release_is_unchanged(tmp_path: Pat
     records = [record("sim-orin-1", "unchanged"), record("sim-orin-2", "unchanged")]
     summary = render_report(write(tmp_path / "run5", *records))
     assert summary.ok and summary.verdict == "unchanged"
+
+
+# ---- The host record contract (jetpolicy.controller.record) --------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _task_vars(path: Path, name: str) -> Dict[str, Any]:
+    """The mapping a task in a role's task file sets under `name` (in its vars or its set_fact)."""
+    for task in yaml.safe_load(path.read_text(encoding="utf-8")):
+        for holder in (task.get("vars") or {}, task.get("ansible.builtin.set_fact") or {}):
+            if name in holder:
+                return dict(holder[name])
+    raise AssertionError(f"{path} sets no {name}")
+
+
+def test_record_tasks_write_exactly_the_host_record_fields() -> None:
+    """record.yml and HostRecord name the same fields, so the record is defined once."""
+    written = _task_vars(REPO / "roles/policy_gate/tasks/record.yml", "policy_gate_record")
+    assert sorted(written) == sorted(HostRecord.field_names())
+    assert sorted(HostRecord(host="h", verdict="staged").to_json()) == sorted(HostRecord.field_names())
+
+
+def test_rollback_records_fit_the_rollback_type() -> None:
+    """Both rollback paths of policy_service write only fields the Rollback type knows."""
+    for tasks in ("rollback.yml", "stop.yml"):
+        written = _task_vars(REPO / "roles/policy_service/tasks" / tasks, "policy_service_rollback_record")
+        assert set(written) <= set(Rollback.KEYS), tasks
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field_name", "problem"),
+    [
+        (
+            lambda r: r["gates"]["timing"].update(latency_p99_us="x"),
+            "gates.timing.latency_p99_us",
+            "a number",
+        ),
+        (lambda r: r["gates"]["health"].update(passed="yes"), "gates.health.passed", "true, false or null"),
+        (lambda r: r.update(verdict="promotedd"), "verdict", "expected one of promoted"),
+        (lambda r: r.pop("verdict"), "verdict", "missing"),
+        (lambda r: r.update(colour="red"), "colour", "unknown field"),
+        (lambda r: r["gates"].update(thermal={}), "gates.thermal", "unknown field"),
+        (lambda r: r["gates"]["parity"].update(reasons="far"), "gates.parity.reasons", "a list of strings"),
+        (lambda r: r.update(rollback={"performed": 1}), "rollback.performed", "true, false or null"),
+    ],
+)
+def test_bad_record_fails_its_host_naming_file_and_field(
+    tmp_path: Path, mutate: Any, field_name: str, problem: str
+) -> None:
+    """A record off the contract makes its host failed; the reason names the file and the field."""
+    bad = record("sim-orin-2")
+    mutate(bad)
+    report_dir = write(tmp_path / "run", record("sim-orin-1"), bad)
+    summary = render_report(report_dir)
+    assert not summary.ok
+    assert summary.hosts == {"sim-orin-1": "promoted", "sim-orin-2": "failed"}
+    path = report_dir / "hosts" / "sim-orin-2.json"
+    assert summary.reason.startswith(f"sim-orin-2 failed: {path}: field '{field_name}': ")
+    assert problem in summary.reason
+    assert len(summary.problems) == 1 and f"field '{field_name}'" in summary.problems[0]
+
+
+def test_torn_record_fails_its_host(tmp_path: Path) -> None:
+    """A half-written record is a failed host named after its file, never a skipped one."""
+    report_dir = write(tmp_path / "run", record("sim-orin-1"))
+    (report_dir / "hosts" / "sim-xavier-1.json").write_text('{"host": "sim-xav', encoding="utf-8")
+    summary = render_report(report_dir)
+    assert summary.hosts["sim-xavier-1"] == "failed"
+    assert "sim-xavier-1.json: unreadable host record" in summary.reason
+
+
+def test_records_from_before_gate_status_still_read(tmp_path: Path) -> None:
+    """Older records (enabled/passed, no status) read as before; a disabled gate shows as skipped."""
+    old = rolled_back("sim-orin-1")
+    old["gates"]["timing"]["enabled"] = True
+    old["gates"]["parity"].update(enabled=False, passed=False)
+    loaded = load_host_record(write(tmp_path / "run", old) / "hosts" / "sim-orin-1.json")
+    assert loaded.gates.timing is not None and loaded.gates.timing.status == "failed"
+    assert loaded.gates.parity is not None and loaded.gates.parity.status == "skipped"
+    assert loaded.gates.health is not None and loaded.gates.health.status == "passed"
+    summary = render_report(tmp_path / "run")
+    assert summary.reason == "sim-orin-1 rolled back: timing gate: p99 7000 us > budget 5000 us"
+    md = summary.markdown.read_text(encoding="utf-8")
+    assert "— skipped (switched off)" in md and "✘ max abs" not in md
+
+
+def test_skipped_gate_never_counts_as_a_failure(tmp_path: Path) -> None:
+    """A gate switched off (status skipped) is shown as skipped and is no reason for a failed host."""
+    rec = rolled_back("sim-orin-1")
+    rec["rollback"] = None
+    rec["gates"]["parity"].update(status="skipped", enabled=False, passed=None)
+    summary = render_report(write(tmp_path / "run", rec))
+    assert summary.reason == "sim-orin-1 rolled back: timing gate: p99 7000 us > budget 5000 us"
+    hosts = json.loads(summary.paths["json"].read_text(encoding="utf-8"))["hosts"]
+    assert hosts[0]["gates"]["parity"]["status"] == "skipped"
+    assert hosts[0]["gates"]["timing"]["status"] == "failed"
+
+
+def test_report_json_keeps_the_record_fields(tmp_path: Path) -> None:
+    """report.json's host entry is the record's JSON plus why and stats: what the fleet tests read."""
+    rec = rolled_back("sim-orin-1")
+    summary = render_report(write(tmp_path / "run", rec))
+    entry = json.loads(summary.paths["json"].read_text(encoding="utf-8"))["hosts"][0]
+    assert {k: v for k, v in entry.items() if k not in ("why", "stats")} == (
+        HostRecord.from_json(rec, "test").to_json()
+    )
+    assert entry["gates"]["timing"]["passed"] is False
+    assert entry["gates"]["timing"]["latency_p99_us"] > entry["gates"]["timing"]["budget_us"]
+    assert entry["rollback"]["to"] == "abc1234567890def"
+
+
+def test_read_summary_checks_each_host_entry(tmp_path: Path) -> None:
+    """`jetpolicy rollout` reads report.json through read_summary: same summary, records checked."""
+    report_dir = write(tmp_path / "run", record("sim-orin-1"), rolled_back("sim-orin-2"))
+    rendered = render_report(report_dir, {"stats": {"sim-xavier-1": {"unreachable": 1}}})
+    again = read_summary(report_dir)
+    assert (again.ok, again.verdict, again.reason, again.hosts) == (
+        rendered.ok,
+        rendered.verdict,
+        rendered.reason,
+        rendered.hosts,
+    )
+    document = json.loads(rendered.paths["json"].read_text(encoding="utf-8"))
+    document["hosts"][1]["gates"]["timing"]["budget_us"] = "5 ms"
+    rendered.paths["json"].write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(RecordError, match=r"report\.json hosts\[1\]: field 'gates\.timing\.budget_us'"):
+        read_summary(report_dir)

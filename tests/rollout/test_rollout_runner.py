@@ -144,3 +144,113 @@ def test_callback_alone_names_the_run_and_reports_at_repo_root(project: Path) ->
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{4}", report_dir.name)
     assert (report_dir / "hosts" / "localhost.json").is_file()
     assert f"jetpolicy report: {report_dir / 'report.md'} — OK (promoted)" in done.stdout
+
+
+GATED_PLAYBOOK = """\
+- name: Gate this host with the real policy_gate role on recorded robot results
+  hosts: all
+  gather_facts: false
+  vars:
+    policy_release_control_rate_hz: 1000
+    policy_release_id: 8620dd26fec5b69b
+    policy_runtime_active_venv: /nonexistent
+    policy_service_release_before: abc1234567890def
+    policy_service_health:
+      rc: 0
+      stdout: '{"healthy": true, "ticks_per_s": 999.0, "expected_rate_hz": 1000.0, "reasons": []}'
+      stderr: ""
+    policy_gate_bench:
+      changed: false
+      ansible_facts:
+        policy_bench:
+          backend: onnxruntime
+          inference_us: {p50: 100.0, p90: 200.0, p99: "{{ p99 | default(300.0) | float }}", max: 900.0}
+          deadline_miss_rate: 0.0
+    policy_gate_parity_run:
+      rc: 0
+      stdout: >-
+        {"passed": true, "max_abs_error": 1e-07, "max_rel_error": 1e-06, "finite": true,
+        "atol": 0.0001, "rtol": 0.001, "backend": "onnxruntime", "cases": 32}
+      stderr: ""
+  tasks:
+    - name: Gate
+      block:
+        - name: Judge the gates
+          ansible.builtin.include_role:
+            name: policy_gate
+            tasks_from: judge
+        - name: Mark promoted
+          ansible.builtin.set_fact:
+            policy_gate_verdict: promoted
+            policy_gate_release_after: 8620dd26fec5b69b
+      rescue:
+        - name: Mark rolled back
+          ansible.builtin.set_fact:
+            policy_gate_verdict: rolled_back
+            policy_gate_release_after: abc1234567890def
+            policy_gate_message: "{{ ansible_failed_result.msg }}"
+      always:
+        - name: Record the outcome
+          ansible.builtin.include_role:
+            name: policy_gate
+            tasks_from: record
+"""
+
+
+@pytest.fixture
+def gated_project(project: Path) -> Path:
+    """The tiny project running the repository's policy_gate role (its filter comes with the role)."""
+    (project / "playbooks" / "deploy.yml").write_text(GATED_PLAYBOOK, encoding="utf-8")
+    with (project / "ansible.cfg").open("a", encoding="utf-8") as cfg:
+        cfg.write(f"roles_path = {REPO / 'roles'}\n")
+    return project
+
+
+def test_role_gate_through_runner_fails_the_slow_host(gated_project: Path) -> None:
+    """Through ansible-runner the role's jetpolicy_gate filter judges on the controller: p99 over the
+    budget fails the gate with the numbers, and the record it writes is read back by HostRecord."""
+    lines: list[str] = []
+    result = rollout(gated_project, extravars={"p99": 812.0}, progress=lines.append)
+    budget = "in-loop latency p99 812.0 us > budget 500.0 us (0.5 of the 1000 Hz period)"
+    assert result.exit_code == 1
+    assert result.reason == f"localhost rolled back: timing gate: {budget}"
+    assert (
+        f"[localhost] Fail the host when a gate fails: failed: localhost failed the gate(s): timing: {budget}"
+        in lines
+    )
+    record = json.loads((result.report_dir / "hosts" / "localhost.json").read_text(encoding="utf-8"))
+    assert record["gates"]["timing"]["status"] == "failed"
+    assert record["gates"]["timing"]["latency_p99_us"] == 812.0
+    assert record["gates"]["parity"]["status"] == "passed" and record["backend"] == "onnxruntime"
+    assert result.summary is not None and result.summary.problems == []
+
+
+def test_role_gate_through_runner_promotes_the_fast_host(gated_project: Path) -> None:
+    """Every gate within its limits: the role's filter passes the host, which is promoted."""
+    result = rollout(gated_project)
+    assert (result.exit_code, result.rc) == (0, 0), result.reason
+    record = json.loads((result.report_dir / "hosts" / "localhost.json").read_text(encoding="utf-8"))
+    assert {name: gate["status"] for name, gate in record["gates"].items()} == {
+        "health": "passed",
+        "timing": "passed",
+        "parity": "passed",
+    }
+
+
+def test_off_contract_record_fails_the_rollout_naming_file_and_field(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record whose timing number is a string fails its host; stderr names the file and the field."""
+    playbook = project / "playbooks" / "deploy.yml"
+    playbook.write_text(
+        playbook.read_text(encoding="utf-8").replace("budget_us: 5000.0", 'budget_us: "5 ms"'),
+        encoding="utf-8",
+    )
+    code = main(["rollout", "--project-dir", str(project), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert (
+        "localhost.json: field 'gates.timing.budget_us': expected a number or null, got str '5 ms'"
+        in captured.err
+    )
+    assert "jetpolicy rollout: bad host record: " in captured.err

@@ -3,19 +3,31 @@
 During a rollout every host writes `<report_dir>/hosts/<host>.json`; the `jetpolicy_report` callback
 adds `run.json` (playbook, limit, wall time, per-host play stats). A host that shows up in the stats
 but never wrote a record was not reached (or was unreachable), and is reported as such: silence is
-not success.
+not success. Records are parsed through `jetpolicy.controller.record.HostRecord`; one that is torn or
+off the contract makes its host `failed`, with the file and the field in the reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.controller.record import (
+    OUTCOME_VERDICTS,
+    GateResult,
+    HealthGate,
+    HostRecord,
+    ParityGate,
+    RecordError,
+    TimingGate,
+    load_host_record,
+)
 
 __all__ = [
     "BAD_VERDICTS",
@@ -23,14 +35,16 @@ __all__ = [
     "ReportSummary",
     "host_outcomes",
     "load_run",
+    "read_summary",
     "register",
     "render_report",
 ]
 
 # Verdicts that make a run not ok. `unreachable` and `not reached` come from the play stats.
 BAD_VERDICTS = ("rolled_back", "failed", "unreachable")
-GATES = ("health", "timing", "parity")
 OK_MARK, BAD_MARK, NO_MARK = "✔", "✘", "—"
+# Keys report.json adds to a host's record.
+OUTCOME_KEYS = ("why", "stats")
 
 
 @dataclass
@@ -40,8 +54,13 @@ class HostOutcome:
     host: str
     verdict: str
     why: str
-    record: Dict[str, Any] = field(default_factory=dict)
+    record: Optional[HostRecord] = None
     stats: Dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The host's entry in report.json: its record's fields, then the outcome."""
+        record = self.record.to_json() if self.record is not None else {}
+        return {**record, "host": self.host, "verdict": self.verdict, "why": self.why, "stats": self.stats}
 
 
 @dataclass
@@ -52,6 +71,8 @@ class ReportSummary:
     run_id: str
     hosts: Dict[str, str]
     paths: Dict[str, Path]
+    # Host records that could not be read, each naming its file and field.
+    problems: List[str] = field(default_factory=list)
 
     @property
     def markdown(self) -> Path:
@@ -72,44 +93,37 @@ def load_run(report_dir: Path) -> Optional[Dict[str, Any]]:
     return data if isinstance(data, dict) else None
 
 
-def _load_records(report_dir: Path) -> Dict[str, Dict[str, Any]]:
-    records: Dict[str, Dict[str, Any]] = {}
+def _load_records(report_dir: Path) -> Tuple[Dict[str, HostRecord], Dict[str, RecordError]]:
+    """(records by host, bad records by host); a bad record's host is the file's name."""
+    records: Dict[str, HostRecord] = {}
+    bad: Dict[str, RecordError] = {}
     for path in sorted((report_dir / "hosts").glob("*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
+            record = load_host_record(path)
+        except RecordError as exc:
             # A torn record is a host we know nothing about: report it, never skip it.
-            data = {"host": path.stem, "verdict": "failed", "message": f"unreadable host record: {exc}"}
-        records[str(data.get("host") or path.stem)] = data
-    return records
+            bad[path.stem] = exc
+            continue
+        records[record.host] = record
+    return records, bad
 
 
-def _gate(record: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
-    gates = record.get("gates") or {}
-    gate = gates.get(name) if isinstance(gates, dict) else None
-    return gate if isinstance(gate, dict) else None
+def _failed_gates(record: HostRecord) -> List[str]:
+    return [
+        f"{name} gate: {gate.reasons[0]}" if gate.reasons else f"{name} gate failed"
+        for name, gate in record.gates.items()
+        if gate.failed
+    ]
 
 
-def _failed_gates(record: Dict[str, Any]) -> List[str]:
-    failed = []
-    for name in GATES:
-        gate = _gate(record, name)
-        if gate is not None and gate.get("passed") is False:
-            reasons = gate.get("reasons") or []
-            failed.append(f"{name} gate: {reasons[0]}" if reasons else f"{name} gate failed")
-    return failed
-
-
-def _record_why(record: Dict[str, Any], verdict: str) -> str:
-    rollback = record.get("rollback") or {}
-    if verdict == "rolled_back" and rollback.get("reason"):
-        return str(rollback["reason"])
+def _record_why(record: HostRecord) -> str:
+    rollback = record.rollback
+    if record.verdict == "rolled_back" and rollback is not None and rollback.reason:
+        return rollback.reason
     failed = _failed_gates(record)
-    if verdict in BAD_VERDICTS and failed:
+    if record.verdict in BAD_VERDICTS and failed:
         return "; ".join(failed)
-    return str(record.get("message") or "")
+    return record.message
 
 
 def _stats_verdict(host: str, stats: Dict[str, int]) -> Tuple[str, str]:
@@ -122,20 +136,24 @@ def _stats_verdict(host: str, stats: Dict[str, int]) -> Tuple[str, str]:
     return "not reached", "the play never got to this host's record"
 
 
-def host_outcomes(records: Dict[str, Dict[str, Any]], run: Optional[Dict[str, Any]]) -> List[HostOutcome]:
+def host_outcomes(
+    records: Dict[str, HostRecord],
+    run: Optional[Dict[str, Any]],
+    bad_records: Optional[Dict[str, RecordError]] = None,
+) -> List[HostOutcome]:
     stats_by_host: Dict[str, Dict[str, int]] = dict((run or {}).get("stats") or {})
+    bad = bad_records or {}
     outcomes = []
-    for host in sorted(set(records) | set(stats_by_host)):
+    for host in sorted(set(records) | set(stats_by_host) | set(bad)):
         stats = stats_by_host.get(host) or {}
         record = records.get(host)
-        if record is None or not record.get("verdict"):
+        if record is not None:
+            outcomes.append(HostOutcome(host, record.verdict, _record_why(record), record, stats))
+        elif host in bad:
+            outcomes.append(HostOutcome(host, "failed", str(bad[host]), None, stats))
+        else:
             verdict, why = _stats_verdict(host, stats)
-            if record is not None and record.get("message"):
-                why = str(record["message"])
-            outcomes.append(HostOutcome(host, verdict, why, record or {}, stats))
-            continue
-        verdict = str(record["verdict"])
-        outcomes.append(HostOutcome(host, verdict, _record_why(record, verdict), record, stats))
+            outcomes.append(HostOutcome(host, verdict, why, None, stats))
     return outcomes
 
 
@@ -160,7 +178,7 @@ def overall(outcomes: List[HostOutcome]) -> Tuple[bool, str, str]:
     counts: Dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.verdict] = counts.get(outcome.verdict, 0) + 1
-    targets = sorted({str(o.record["target_release"]) for o in outcomes if o.record.get("target_release")})
+    targets = _targets(outcomes)
     parts = ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in sorted(counts.items()))
     reason = f"{len(outcomes)} host(s): {parts}" + (f" to {', '.join(targets)}" if targets else "")
     # A re-run that finds every host already on the release is as good as a promotion.
@@ -171,6 +189,10 @@ def overall(outcomes: List[HostOutcome]) -> Tuple[bool, str, str]:
     return True, verdict, reason
 
 
+def _targets(outcomes: List[HostOutcome]) -> List[str]:
+    return sorted({o.record.target_release for o in outcomes if o.record and o.record.target_release})
+
+
 # ---- Markdown ------------------------------------------------------------------------------------
 
 
@@ -179,40 +201,47 @@ def _cell(value: Any) -> str:
     return " ".join(text.replace("|", "\\|").split())
 
 
-def _num(value: Any, fmt: str = "{:g}") -> str:
-    return fmt.format(value) if isinstance(value, (int, float)) else "?"
+def _num(value: Optional[float], fmt: str = "{:g}") -> str:
+    return fmt.format(value) if value is not None and math.isfinite(value) else "?"
 
 
-def _mark(gate: Optional[Dict[str, Any]]) -> str:
-    if gate is None or gate.get("passed") is None:
-        return NO_MARK
-    return OK_MARK if gate["passed"] else BAD_MARK
+def _mark(gate: GateResult) -> str:
+    return {"passed": OK_MARK, "failed": BAD_MARK}.get(gate.status, NO_MARK)
 
 
-def _health_cell(gate: Optional[Dict[str, Any]]) -> str:
+SKIPPED_CELL = f"{NO_MARK} skipped (switched off)"
+
+
+def _health_cell(gate: Optional[HealthGate]) -> str:
     if gate is None:
         return NO_MARK
-    return f"{_mark(gate)} {_num(gate.get('ticks_per_s'), '{:.1f}')}/{_num(gate.get('expected_rate_hz'))} Hz"
+    if not gate.enabled:
+        return SKIPPED_CELL
+    return f"{_mark(gate)} {_num(gate.ticks_per_s, '{:.1f}')}/{_num(gate.expected_rate_hz)} Hz"
 
 
-def _timing_cell(gate: Optional[Dict[str, Any]]) -> str:
+def _timing_cell(gate: Optional[TimingGate]) -> str:
     if gate is None:
         return NO_MARK
-    miss, max_miss = gate.get("deadline_miss_rate"), gate.get("max_miss_rate")
-    miss_text = f", misses {miss:.2%}" if isinstance(miss, (int, float)) else ""
-    if miss_text and isinstance(max_miss, (int, float)):
+    if not gate.enabled:
+        return SKIPPED_CELL
+    miss, max_miss = gate.deadline_miss_rate, gate.max_miss_rate
+    miss_text = f", misses {miss:.2%}" if miss is not None and math.isfinite(miss) else ""
+    if miss_text and max_miss is not None:
         miss_text += f" / max {max_miss:.2%}"
     return (
-        f"{_mark(gate)} p99 {_num(gate.get('latency_p99_us'), '{:.0f}')} µs"
-        f" / budget {_num(gate.get('budget_us'), '{:.0f}')} µs{miss_text}"
+        f"{_mark(gate)} p99 {_num(gate.latency_p99_us, '{:.0f}')} µs"
+        f" / budget {_num(gate.budget_us, '{:.0f}')} µs{miss_text}"
     )
 
 
-def _parity_cell(gate: Optional[Dict[str, Any]]) -> str:
+def _parity_cell(gate: Optional[ParityGate]) -> str:
     if gate is None:
         return NO_MARK
-    error = _num(gate.get("max_abs_error"), "{:.2g}")
-    return f"{_mark(gate)} max abs {error} (atol {_num(gate.get('atol'))})"
+    if not gate.enabled:
+        return SKIPPED_CELL
+    error = _num(gate.max_abs_error, "{:.2g}")
+    return f"{_mark(gate)} max abs {error} (atol {_num(gate.atol)})"
 
 
 def _short(release: Any) -> str:
@@ -225,45 +254,42 @@ def _verdict_cell(verdict: str) -> str:
     return f"{mark} {verdict.replace('_', ' ')}"
 
 
-def _rollback_cell(record: Dict[str, Any]) -> str:
-    rollback = record.get("rollback") or {}
-    if not rollback.get("performed"):
+def _rollback_cell(record: Optional[HostRecord]) -> str:
+    rollback = record.rollback if record is not None else None
+    if rollback is None or not rollback.performed:
         return NO_MARK
-    after = rollback.get("healthy_after")
+    after = rollback.healthy_after
     health = "" if after is None else (", healthy after" if after else ", NOT healthy after")
-    return f"to {_short(rollback.get('to'))}{health}: {rollback.get('reason') or 'no reason recorded'}"
+    return f"to {_short(rollback.to)}{health}: {rollback.reason or 'no reason recorded'}"
 
 
 def _host_section(outcome: HostOutcome) -> List[str]:
-    record = outcome.record
+    record = outcome.record or HostRecord(host=outcome.host, verdict="staged", platform="")
+    gates = record.gates
     rows: List[Tuple[str, str]] = [
         ("verdict", _verdict_cell(outcome.verdict)),
-        ("platform", f"{record.get('platform') or NO_MARK}" + (" (L4T)" if record.get("is_l4t") else "")),
-        ("release", f"{_short(record.get('release_before'))} → {_short(record.get('release_after'))}"),
-        ("target release", _short(record.get("target_release"))),
-        ("backend", str(record.get("backend") or NO_MARK)),
-        ("health", _health_cell(_gate(record, "health"))),
-        ("timing", _timing_cell(_gate(record, "timing"))),
-        ("parity", _parity_cell(_gate(record, "parity"))),
-        ("rollback", _rollback_cell(record)),
+        ("platform", f"{record.platform or NO_MARK}" + (" (L4T)" if record.is_l4t else "")),
+        ("release", f"{_short(record.release_before)} → {_short(record.release_after)}"),
+        ("target release", _short(record.target_release)),
+        ("backend", str(record.backend or NO_MARK)),
+        ("health", _health_cell(gates.health)),
+        ("timing", _timing_cell(gates.timing)),
+        ("parity", _parity_cell(gates.parity)),
+        ("rollback", _rollback_cell(outcome.record)),
         ("why", outcome.why or NO_MARK),
     ]
     if outcome.stats:
         rows.append(("play stats", ", ".join(f"{k} {v}" for k, v in sorted(outcome.stats.items()))))
     lines = [f"### {outcome.host}", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {_cell(value)} |" for name, value in rows]
-    reasons = [
-        f"- {name}: {_cell(reason)}"
-        for name in GATES
-        for reason in (_gate(record, name) or {}).get("reasons") or []
-    ]
+    reasons = [f"- {name}: {_cell(reason)}" for name, gate in gates.items() for reason in gate.reasons]
     return [*lines, "", *reasons, *([""] if reasons else [])]
 
 
 def _markdown(
     run_id: str, run: Dict[str, Any], outcomes: List[HostOutcome], ok: bool, verdict: str, reason: str
 ) -> str:
-    targets = sorted({str(o.record["target_release"]) for o in outcomes if o.record.get("target_release")})
+    targets = _targets(outcomes)
     wall = run.get("wall_time_s")
     header = [
         ("verdict", f"{OK_MARK if ok else BAD_MARK} **{verdict.replace('_', ' ')}**: {reason}"),
@@ -289,13 +315,13 @@ def _markdown(
         r = o.record
         cells = [
             o.host,
-            r.get("platform"),
-            f"{_short(r.get('release_before'))} → {_short(r.get('release_after'))}" if r else None,
-            r.get("backend"),
-            _health_cell(_gate(r, "health")),
-            _timing_cell(_gate(r, "timing")),
-            _parity_cell(_gate(r, "parity")),
-            _verdict_cell(o.verdict) + ("" if o.record else f" ({o.why})"),
+            r.platform if r else None,
+            f"{_short(r.release_before)} → {_short(r.release_after)}" if r else None,
+            r.backend if r else None,
+            _health_cell(r.gates.health if r else None),
+            _timing_cell(r.gates.timing if r else None),
+            _parity_cell(r.gates.parity if r else None),
+            _verdict_cell(o.verdict) + ("" if r else f" ({o.why})"),
             _rollback_cell(r),
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
@@ -321,20 +347,16 @@ def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> Rep
         raise JetpolicyError(f"no report directory {report_dir}", "pass reports/<run_id> of a rollout")
     if run is None:
         run = load_run(report_dir) or {}
-    records = _load_records(report_dir)
-    if not records and not run.get("stats"):
+    records, bad = _load_records(report_dir)
+    if not records and not bad and not run.get("stats"):
         raise JetpolicyError(
             f"{report_dir} has neither host records (hosts/*.json) nor play stats (run.json)",
             "pass the reports/<run_id> directory a rollout wrote",
         )
     run_id = str(run.get("run_id") or report_dir.name)
-    outcomes = host_outcomes(records, run)
+    outcomes = host_outcomes(records, run, bad)
     ok, verdict, reason = overall(outcomes)
-    paths = {
-        "json": report_dir / "report.json",
-        "markdown": report_dir / "report.md",
-        "latency": report_dir / "latency.png",
-    }
+    paths = _paths(report_dir)
     document = {
         "run_id": run_id,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -342,17 +364,65 @@ def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> Rep
         "verdict": verdict,
         "reason": reason,
         "run": run,
-        "hosts": [
-            {**o.record, "host": o.host, "verdict": o.verdict, "why": o.why, "stats": o.stats}
-            for o in outcomes
-        ],
+        "hosts": [o.to_json() for o in outcomes],
+        "problems": [str(exc) for exc in bad.values()],
     }
     _write_atomic(paths["json"], json.dumps(document, indent=2, sort_keys=True) + "\n")
     _write_atomic(paths["markdown"], _markdown(run_id, run, outcomes, ok, verdict, reason) + "\n")
     from jetpolicy.controller.report_plot import plot_latency  # matplotlib: controller only
 
-    plot_latency(paths["latency"], [(o.host, o.record) for o in outcomes])
-    return ReportSummary(ok, reason, verdict, run_id, {o.host: o.verdict for o in outcomes}, paths)
+    plot_latency(paths["latency"], [(o.host, o.record.to_json() if o.record else {}) for o in outcomes])
+    hosts = {o.host: o.verdict for o in outcomes}
+    return ReportSummary(ok, reason, verdict, run_id, hosts, paths, [str(exc) for exc in bad.values()])
+
+
+def _paths(report_dir: Path) -> Dict[str, Path]:
+    return {
+        "json": report_dir / "report.json",
+        "markdown": report_dir / "report.md",
+        "latency": report_dir / "latency.png",
+    }
+
+
+def read_summary(report_dir: Path) -> ReportSummary:
+    """The summary of an already rendered report.json; each host entry's record goes through HostRecord.
+
+    A report.json that is missing, torn or off the contract is a JetpolicyError naming the file
+    and the field (`render_report` writes a fresh one).
+    """
+    path = Path(report_dir) / "report.json"
+    source = str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RecordError(source, "", f"unreadable report: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RecordError(source, "", "expected a JSON object")
+    for key, kind in (("ok", bool), ("reason", str), ("verdict", str), ("run_id", str), ("hosts", list)):
+        if not isinstance(data.get(key), kind):
+            raise RecordError(source, key, f"expected {kind.__name__}, got {data.get(key)!r}"[:200])
+    hosts: Dict[str, str] = {}
+    for index, entry in enumerate(data["hosts"]):
+        where = f"hosts[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("host"), str):
+            raise RecordError(source, f"{where}.host", "expected a host entry with its name")
+        verdict = entry.get("verdict")
+        if verdict not in OUTCOME_VERDICTS:
+            raise RecordError(source, f"{where}.verdict", f"expected one of {', '.join(OUTCOME_VERDICTS)}")
+        record = {k: v for k, v in entry.items() if k not in OUTCOME_KEYS}
+        if set(record) - {"host", "verdict"}:  # the host wrote a record: check it against the contract
+            HostRecord.from_json(record, f"{source} {where}")
+        hosts[str(entry["host"])] = str(verdict)
+    problems = data.get("problems") or []
+    return ReportSummary(
+        ok=bool(data["ok"]),
+        reason=str(data["reason"]),
+        verdict=str(data["verdict"]),
+        run_id=str(data["run_id"]),
+        hosts=hosts,
+        paths=_paths(Path(report_dir)),
+        problems=[str(p) for p in problems] if isinstance(problems, list) else [],
+    )
 
 
 def register(subparsers: Any) -> None:

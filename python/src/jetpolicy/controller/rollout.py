@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from jetpolicy.common.errors import JetpolicyError
-from jetpolicy.controller.report import ReportSummary, render_report
+from jetpolicy.controller.report import ReportSummary, read_summary, render_report
 
 __all__ = [
     "RolloutResult",
@@ -169,21 +169,10 @@ def _stats_by_host(stats: Optional[Mapping[str, Mapping[str, int]]]) -> Dict[str
 
 
 def _summary_from_json(report_dir: Path) -> Optional[ReportSummary]:
+    """The callback's report.json, its host records checked by HostRecord; None to render afresh."""
     try:
-        data = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
-        return ReportSummary(
-            ok=bool(data["ok"]),
-            reason=str(data["reason"]),
-            verdict=str(data["verdict"]),
-            run_id=str(data["run_id"]),
-            hosts={str(h["host"]): str(h["verdict"]) for h in data["hosts"]},
-            paths={
-                "json": report_dir / "report.json",
-                "markdown": report_dir / "report.md",
-                "latency": report_dir / "latency.png",
-            },
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_summary(report_dir)
+    except JetpolicyError:
         return None
 
 
@@ -337,6 +326,8 @@ def _main(args: argparse.Namespace) -> int:
         progress=None if args.quiet else (lambda line: print(line, flush=True)),
     )
     if result.summary is not None:
+        for problem in result.summary.problems:
+            print(f"jetpolicy rollout: bad host record: {problem}", file=sys.stderr)
         print(f"jetpolicy report: {result.summary.markdown}")
     print(f"rollout {result.run_id}: {'OK' if result.exit_code == 0 else 'FAILED'}: {result.reason}")
     if result.exit_code != 0:
