@@ -1,8 +1,8 @@
 """Shared helpers for the module unit tests (imported by name; conftest.py registers the fixture).
 
-Makes ``ansible.module_utils.jetpolicy_*`` importable from the repo's ``module_utils/`` (what
-ansible.cfg's ``module_utils = module_utils`` does for real runs), loads modules from
-``library/`` and runs them with ansible-core 2.19's ``patch_module_args``.
+Loads modules from the ``library`` folder ansible.cfg names (tests/ansible_paths.py; the
+``module_utils`` folder is made importable by tests/conftest.py) and runs them with ansible-core
+2.19's ``patch_module_args``.
 """
 
 from __future__ import annotations
@@ -14,20 +14,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import ansible.module_utils
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
+from ansible_paths import LIBRARY, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-LIBRARY = REPO / "library"
 # The recorded trtexec logs, in the repository so the tests need nothing beside it (README there
 # names each log's source).
 FIXTURES = REPO / "tests" / "fixtures" / "trtexec"
 HERE = Path(__file__).resolve().parent
-
-if str(REPO / "module_utils") not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(REPO / "module_utils"))
 
 
 class AnsibleExitJson(Exception):
