@@ -47,7 +47,7 @@ options:
 
 RUN_ID_ENV = "JETPOLICY_RUN_ID"
 REPORTS_ENV = "JETPOLICY_REPORTS_DIR"
-# Other playbooks (provision, sim_fleet) get no report dir unless one of them wrote records.
+# Other playbooks (provision.yml, molecule's converge) get no report dir unless one of them wrote records.
 ROLLOUT_PLAYBOOKS = ("deploy.yml", "rollback.yml")
 STAT_KEYS = ("ok", "changed", "failures", "unreachable", "skipped", "rescued", "ignored")
 

@@ -2,7 +2,8 @@
 
 It exercises every manifest path (normalisation, action limits, safe action, recurrent state) so
 the runtime and the rollout can be tested without a trained policy. `--slow` makes a large model
-(4 x 4096 hidden) at 1 kHz that no Jetson CPU backend can keep up with: the gate must reject it.
+(4 x 4096 hidden) at 1 kHz for trying the timing gate by hand; the fleet's too-slow test builds its
+own (tests/fleet/test_rollout.py).
 """
 
 from __future__ import annotations
