@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 
@@ -59,3 +59,70 @@ def test_missing_file_names_fix(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_manifest(tmp_path / "nope.json")
     assert "jetpolicy export" in info.value.fix
+
+
+def _layout() -> List[Dict[str, Any]]:
+    return [
+        {"name": "ang_vel", "width": 1, "history": 2, "scale": [0.25], "clip": [-5, 5]},
+        {"name": "joint_pos", "width": 2},
+    ]
+
+
+def test_observation_layout_round_trip(tmp_path: Path) -> None:
+    """An observation layout (terms of width x history adding up to the input) survives save/load,
+    unset scale/clip are left out of the file, and a manifest without one stays valid."""
+    raw = _raw()
+    raw["observation_layout"] = {"obs": _layout()}
+    manifest = manifest_from_dict(raw)
+    assert [(t.name, t.size, t.scale, t.clip) for t in manifest.observation_layout["obs"]] == [
+        ("ang_vel", 2, [0.25], [-5.0, 5.0]),
+        ("joint_pos", 2, None, None),
+    ]
+    path = tmp_path / "policy.json"
+    manifest.save(path)
+    assert load_manifest(path) == manifest
+    assert json.loads(path.read_text())["observation_layout"]["obs"][1] == {
+        "name": "joint_pos",
+        "width": 2,
+        "history": 1,
+    }
+    assert manifest_from_dict(_raw()).observation_layout == {}
+    assert "observation_layout" not in manifest_from_dict(_raw()).to_dict()
+
+
+def _layout_with(index: int, **changes: Any) -> Any:
+    terms = _layout()
+    terms[index].update(changes)
+    return {"obs": terms}
+
+
+TERMS = "observation_layout[obs]"
+LAYOUT_ERRORS = [
+    ("not-a-mapping", [1], "observation_layout must map input names to terms"),
+    ("unknown-input", {"camera": _layout()}, "observation_layout for unknown observation 'camera'"),
+    (
+        "state-input",
+        {"h_in": [{"name": "h", "width": 2}]},
+        "observation_layout for unknown observation 'h_in'",
+    ),
+    ("empty", {"obs": []}, TERMS + " must be a non-empty list of terms"),
+    ("no-name", _layout_with(0, name=""), TERMS + "[0] needs a 'name'"),
+    ("width-zero", _layout_with(1, width=0), TERMS + ".joint_pos.width must be a positive integer"),
+    ("history-bool", _layout_with(0, history=True), TERMS + ".ang_vel.history must be a positive"),
+    ("scale-length", _layout_with(0, scale=[1, 2]), TERMS + ".ang_vel.scale needs 1 numbers, got 2"),
+    ("clip-inverted", _layout_with(0, clip=[5, -5]), TERMS + ".ang_vel.clip has low > high"),
+    ("duplicate", _layout_with(1, name="ang_vel", width=1, history=2), "repeats terms ['ang_vel']"),
+    ("sizes", _layout_with(1, width=3), "terms add up to 5 values (width x history) but input 'obs' has 4"),
+]
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"), [c[1:] for c in LAYOUT_ERRORS], ids=[c[0] for c in LAYOUT_ERRORS]
+)
+def test_observation_layout_rejected(layout: Any, expected: str) -> None:
+    """A layout that is malformed or does not add up to its observation input is refused."""
+    raw = _raw()
+    raw["observation_layout"] = layout
+    with pytest.raises(ManifestError) as info:
+        manifest_from_dict(raw, source="policy.json")
+    assert expected in info.value.cause and info.value.cause.startswith("policy.json: ")

@@ -30,6 +30,7 @@ COMMANDS: Tuple[Tuple[str, str], ...] = (
     ("robot", "jetpolicy.robot.health"),
     ("controller", "jetpolicy.controller.example"),
     ("controller", "jetpolicy.controller.export"),
+    ("controller", "jetpolicy.controller.importer"),
     ("controller", "jetpolicy.controller.validation"),
     ("controller", "jetpolicy.controller.reference"),
     ("controller", "jetpolicy.controller.bundle"),

@@ -20,6 +20,7 @@ __all__ = [
     "TENSOR_ROLES",
     "ActionTransform",
     "Normalization",
+    "ObservationTerm",
     "PolicyManifest",
     "StatePair",
     "TensorSpec",
@@ -75,6 +76,26 @@ class ActionTransform:
 
 
 @dataclass(frozen=True)
+class ObservationTerm:
+    """One named slice of an observation input, as the trainer's deploy config describes it.
+
+    The input holds the terms one after another, each as `history` frames (oldest first) of `width`
+    values. `scale` (one per value) and `clip` ([low, high]) say how the sender must prepare the term;
+    the runner does not apply them (use `normalization` for that), they document the contract.
+    """
+
+    name: str
+    width: int
+    history: int = 1
+    scale: Optional[List[float]] = None
+    clip: Optional[List[float]] = None
+
+    @property
+    def size(self) -> int:
+        return self.width * self.history
+
+
+@dataclass(frozen=True)
 class PolicyManifest:
     name: str
     sha256: str
@@ -86,7 +107,10 @@ class PolicyManifest:
     state: List[StatePair] = field(default_factory=list)
     normalization: Dict[str, Normalization] = field(default_factory=dict)
     action: Dict[str, ActionTransform] = field(default_factory=dict)
+    # Published as-is when observations go stale, so it is in the transformed action space
+    # (after scale/offset; the runtime only clips it to low/high), not the model's raw output.
     safe_action: Dict[str, List[float]] = field(default_factory=dict)
+    observation_layout: Dict[str, List[ObservationTerm]] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
 
     @property
@@ -120,12 +144,14 @@ class PolicyManifest:
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)
         # Keep the file small and readable: drop empty optional sections.
-        for key in ("state", "normalization", "action", "safe_action"):
+        for key in ("state", "normalization", "action", "safe_action", "observation_layout"):
             if not data[key]:
                 del data[key]
-        for transform in data.get("action", {}).values():
-            for key in [k for k, v in transform.items() if v is None]:
-                del transform[key]
+        entries = list(data.get("action", {}).values())
+        entries += [term for terms in data.get("observation_layout", {}).values() for term in terms]
+        for entry in entries:
+            for key in [k for k, v in entry.items() if v is None]:
+                del entry[key]
         return data
 
     def save(self, path: Path) -> None:
@@ -194,6 +220,48 @@ def _floats(raw: Any, length: int, what: str, source: str) -> List[float]:
         return [float(v) for v in raw]
     except (TypeError, ValueError):
         raise ManifestError(f"{source}: {what} must contain only numbers", "fix the manifest") from None
+
+
+def _positive_int(raw: Any, what: str, source: str) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+        raise ManifestError(f"{source}: {what} must be a positive integer, got {raw!r}", "fix the manifest")
+    return raw
+
+
+def _layout_terms(tname: str, raw_terms: Any, spec: TensorSpec, source: str) -> List[ObservationTerm]:
+    """One input's layout: well-formed, uniquely named terms whose sizes add up to the input's."""
+    if not isinstance(raw_terms, list) or not raw_terms:
+        raise ManifestError(
+            f"{source}: observation_layout[{tname}] must be a non-empty list of terms", "fix the manifest"
+        )
+    terms: List[ObservationTerm] = []
+    where = f"observation_layout[{tname}]"
+    for index, term in enumerate(raw_terms):
+        if not isinstance(term, dict) or not isinstance(term.get("name"), str) or not term["name"]:
+            raise ManifestError(f"{source}: {where}[{index}] needs a 'name'", "fix the manifest")
+        what = f"{where}.{term['name']}"
+        width = _positive_int(term.get("width"), f"{what}.width", source)
+        history = _positive_int(term.get("history", 1), f"{what}.history", source)
+        scale = clip = None
+        if term.get("scale") is not None:
+            scale = _floats(term["scale"], width, f"{what}.scale", source)
+        if term.get("clip") is not None:
+            clip = _floats(term["clip"], 2, f"{what}.clip", source)
+        if clip is not None and clip[0] > clip[1]:
+            raise ManifestError(f"{source}: {what}.clip has low > high", "fix the limits")
+        terms.append(ObservationTerm(term["name"], width, history, scale, clip))
+    names = [t.name for t in terms]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ManifestError(f"{source}: {where} repeats terms {dupes}", "give each term one entry")
+    total = sum(t.size for t in terms)
+    if total != spec.size:
+        raise ManifestError(
+            f"{source}: {where} terms add up to {total} values (width x history) "
+            f"but input '{tname}' has {spec.size}",
+            "make the layout match the model's observation input",
+        )
+    return terms
 
 
 def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
@@ -285,6 +353,19 @@ def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
         if spec is None:
             raise ManifestError(f"{source}: safe_action for unknown output '{tname}'", "fix the name")
         safe_action[tname] = _floats(values, spec.size, f"safe_action[{tname}]", source)
+    layout: Dict[str, List[ObservationTerm]] = {}
+    raw_layout = raw.get("observation_layout", {})
+    if not isinstance(raw_layout, dict):
+        raise ManifestError(f"{source}: observation_layout must map input names to terms", "fix the manifest")
+    # Checked against the final roles: an input named in a state pair is never an observation.
+    final_inputs = {t.name: t for t in inputs}
+    for tname, raw_terms in raw_layout.items():
+        spec = final_inputs.get(tname)
+        if spec is None or spec.role != "observation":
+            raise ManifestError(
+                f"{source}: observation_layout for unknown observation '{tname}'", "fix the name"
+            )
+        layout[tname] = _layout_terms(tname, raw_terms, spec, source)
     return PolicyManifest(
         name=name,
         sha256=sha,
@@ -297,4 +378,5 @@ def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
         normalization=normalization,
         action=action,
         safe_action=safe_action,
+        observation_layout=layout,
     )
