@@ -43,6 +43,8 @@ notes:
   - JetPack is mapped from the L4T release with a table taken from NVIDIA's JetPack archive;
     releases not in the table map to the JetPack line (C(6.x)).
   - DLA cores are counted as C(/dev/nvhost-nvdla<N>) device nodes.
+  - On jetpolicy's simulated robots (marker C(/etc/jetpolicy-sim-l4t)) C(simulated)
+    is C(replay), because the NVIDIA tools there are replay doubles.
 author:
   - jetpolicy contributors
 """
@@ -91,6 +93,21 @@ ansible_facts:
         policy_root: /opt/jetpolicy
         policy_root_free_mb: 41230
         architecture: aarch64
+        simulated: null
+        simulated_tools: []
+      contains:
+        simulated:
+          description:
+            - C(replay) on jetpolicy's simulated L4T robots (C(/etc/jetpolicy-sim-l4t), written by
+              C(sim/l4t/dress.sh)), whose trtexec, nvpmodel, jetson_clocks and tegrastats are replay
+              doubles printing recorded output; null on a real robot.
+          returned: always
+          type: str
+        simulated_tools:
+          description: Paths of the replay doubles named by the marker (empty on a real robot).
+          returned: always
+          type: list
+          elements: str
 """
 
 import os
@@ -111,6 +128,7 @@ from ansible.module_utils.jetpolicy_jetson import (
     parse_nvpmodel_query,
     pick_versions,
     read_board_model,
+    read_sim_marker,
     read_text,
     trtexec_candidates,
 )
@@ -136,6 +154,7 @@ def gather(module, root, policy_root):
     facts = base_facts()
     facts["architecture"] = os.uname()[4]
     facts["policy_root"] = policy_root
+    facts.update(read_sim_marker(root))
 
     packages = installed_packages(module, root)
     versions = pick_versions(packages)

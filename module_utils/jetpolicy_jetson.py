@@ -27,6 +27,7 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 __all__ = [
     "JETPACK_BY_L4T",
+    "SIM_MARKER",
     "TENSORRT_PACKAGES",
     "TRTEXEC_PACKAGE",
     "TRTEXEC_PATH",
@@ -45,6 +46,7 @@ __all__ = [
     "parse_nvpmodel_query",
     "pick_versions",
     "read_board_model",
+    "read_sim_marker",
     "read_text",
     "root_path",
     "trtexec_candidates",
@@ -266,6 +268,30 @@ def parse_nvpmodel_query(text: str | None) -> NvpmodelQuery:
     return NvpmodelQuery(name, mode_id)
 
 
+# Written by sim/l4t/dress.sh on jetpolicy's simulated robots, whose NVIDIA tools are replay doubles.
+SIM_MARKER = "/etc/jetpolicy-sim-l4t"
+
+
+def read_sim_marker(root: str) -> dict[str, Any]:
+    """``simulated`` ('replay' or another kind named by the marker; None on a real robot) and
+    ``simulated_tools`` (the paths of the doubles) from the sim marker, so no fact from a double is
+    mistaken for a Jetson's. A marker that is not JSON still says the robot is simulated."""
+    text = read_text(root, SIM_MARKER)
+    if text is None:
+        return {"simulated": None, "simulated_tools": []}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    tools = data.get("doubles")
+    return {
+        "simulated": str(data.get("simulated") or "unknown"),
+        "simulated_tools": [str(tool) for tool in tools] if isinstance(tools, list) else [],
+    }
+
+
 def count_dla_cores(root: str) -> int:
     """Number of ``/dev/nvhost-nvdla<N>`` nodes (0 when none or ``/dev`` unreadable)."""
     try:
@@ -322,5 +348,7 @@ def base_facts() -> dict[str, Any]:
         "policy_root": None,
         "policy_root_free_mb": None,
         "architecture": None,
+        "simulated": None,
+        "simulated_tools": [],
     }
 

@@ -26,8 +26,11 @@ build_one() {
   else
     echo "sim image $image: debootstrap $suite (about a minute)"
   fi
-  debootstrap "${arch[@]}" --variant=minbase \
-    --include=systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,sudo,iproute2,procps \
+  local include=systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,sudo,iproute2,procps
+  # The arm64 image stands in for JetPack's Ubuntu rootfs, which ships python3-apt: Ansible's apt
+  # module needs it to see the (dpkg-only) JetPack packages sim/l4t/ records as installed, offline.
+  [ ${#arch[@]} -eq 0 ] || include+=,python3-apt
+  debootstrap "${arch[@]}" --variant=minbase --include="$include" \
     "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -n 30 "$rootfs.log"; exit 1; }
   rm -f "$rootfs.log"
   # The admin account Ansible logs in as: key only, sudo without password (like a fleet image).

@@ -32,6 +32,10 @@ LABEL = "jetpolicy.sim=fleet"
 PLATFORMS: dict[str, str] = {"orin": "bookworm", "xavier": "bullseye", "jetson": "bullseye-arm64"}
 L4T_DRESSED = {"jetson"}
 L4T_DIR = REPO / "sim" / "l4t"
+# The placeholder GPU nodes dress.sh creates (systemd-tmpfiles 'c' lines). The container's device
+# cgroup must let them open, so that an open reaches the kernel and fails as on a robot whose driver
+# is missing (ENXIO/ENODEV) instead of at the cgroup (EPERM).
+L4T_DEVICE_NODES = L4T_DIR / "jetpolicy-sim-l4t-devices.conf"
 # Emulated robots boot and start services 10-25x slower than native ones.
 BOOT_TIMEOUT_S = {"jetson": 300.0}
 # Hosts here cannot raise rlimits above their hard limits, and crun fails on their cgroups.
@@ -53,6 +57,16 @@ def podman(*args: str, check: bool = True, stdin: bytes | None = None) -> str:
     if check and proc.returncode != 0:
         raise SystemExit(f"sim fleet: podman {' '.join(args[:3])} failed: {proc.stderr.decode().strip()}")
     return proc.stdout.decode()
+
+
+def l4t_device_cgroup_rules(tmpfiles: Path = L4T_DEVICE_NODES) -> list[str]:
+    """podman --device-cgroup-rule flags for the 'c PATH MODE USER GROUP - MAJOR:MINOR' lines."""
+    flags: list[str] = []
+    for line in tmpfiles.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) == 7 and fields[0] == "c" and ":" in fields[6]:
+            flags += ["--device-cgroup-rule", f"c {fields[6]} rwm"]
+    return flags
 
 
 def robot_names(orin: int, xavier: int, jetson: int = 0) -> list[tuple[str, str]]:
@@ -122,8 +136,10 @@ def start_robot(name: str, platform: str, public_key: str) -> str:
     if name not in existing:
         image = f"localhost/jetpolicy-sim:{PLATFORMS[platform]}"
         arch = ["--arch", "arm64"] if PLATFORMS[platform].endswith("-arm64") else []
+        devices = l4t_device_cgroup_rules() if platform in L4T_DRESSED else []
         podman("run", "-d", "--name", name, "--hostname", name, "--label", LABEL,
-               "--label", f"jetpolicy.platform={platform}", *arch, *PODMAN_RUN_FLAGS, image, "/sbin/init")
+               "--label", f"jetpolicy.platform={platform}", *arch, *PODMAN_RUN_FLAGS, *devices,
+               image, "/sbin/init")
     wait_for_systemd(name, BOOT_TIMEOUT_S.get(platform, 90.0))
     if platform in L4T_DRESSED:
         dress_as_l4t(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -109,6 +110,23 @@ def test_jetpack5_tree_with_cuda_version_json(run_module, tmp_path: Path) -> Non
     assert jetson["l4t_release"] == "35.4.1" and jetson["jetpack_version"] == "5.1.2"
     assert jetson["cuda_version"] == "11.4.19"
     assert jetson["tensorrt_version"] is None
+
+
+def test_sim_marker_says_the_tools_are_replayed(run_module, tmp_path: Path) -> None:
+    """The marker sim/l4t/dress.sh writes makes the facts say 'replay' and name the doubles; a real
+    L4T tree (no marker) says null; a marker that is not JSON still says simulated."""
+    root = make_tree(tmp_path / "sim", release=R35)
+    doubles = ["/usr/src/tensorrt/bin/trtexec", "/usr/sbin/nvpmodel", "/usr/bin/jetson_clocks", "/usr/bin/tegrastats"]
+    (root / "etc/jetpolicy-sim-l4t").write_text(json.dumps({
+        "simulated": "replay", "profile": "L4T R35.4.1 / JetPack 5.1.2", "doubles": doubles,
+        "sources": "/opt/jetpolicy-sim-l4t/recorded/README.md"}) + "\n")
+    jetson = facts(run_module, root)
+    assert jetson["simulated"] == "replay" and jetson["simulated_tools"] == doubles
+    assert jetson["is_l4t"] is True and jetson["l4t_release"] == "35.4.1"
+    real = facts(run_module, make_tree(tmp_path / "real"))
+    assert real["simulated"] is None and real["simulated_tools"] == []
+    (root / "etc/jetpolicy-sim-l4t").write_text("simulated\n")
+    assert facts(run_module, root)["simulated"] == "unknown"
 
 
 def test_non_l4t_tree(run_module, tmp_path: Path) -> None:
