@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -47,6 +48,7 @@ __all__ = [
     "SwitchResult",
     "current_deployment",
     "current_release",
+    "prune_engines",
     "prune_releases",
     "read_history",
     "read_history_counted",
@@ -440,6 +442,35 @@ def prune_releases(root: Path, keep: int, also_keep: Iterable[str] = ()) -> List
     return removed
 
 
+# trtexec's cache: <engines>/<64 hex cache key>.engine and its sidecar <key>.json.
+_CACHED_ENGINE = re.compile(r"^[0-9a-f]{64}\.engine$")
+
+
+def prune_engines(root: Path, engine_dir: Optional[Path] = None) -> List[str]:
+    """Remove the engines of releases no longer on disk: their `by-release/<id>.engine` links, then
+    each cached engine (and its sidecar) that no link points at any more. Returns the removed
+    names, links as `by-release/<id>.engine`. Engines are rebuilt from the ONNX when needed again."""
+    engines = engine_dir or root / "engines"
+    by_release = engines / "by-release"
+    releases_dir = root / "releases"
+    removed: List[str] = []
+    kept_targets = set()
+    for link in sorted(by_release.iterdir()) if by_release.is_dir() else []:
+        if not link.name.endswith(".engine"):
+            continue
+        if (releases_dir / link.name[: -len(".engine")]).is_dir():
+            kept_targets.add(os.path.realpath(link))
+            continue
+        link.unlink()
+        removed.append(f"by-release/{link.name}")
+    for engine in sorted(engines.iterdir()) if engines.is_dir() else []:
+        if _CACHED_ENGINE.match(engine.name) and os.path.realpath(engine) not in kept_targets:
+            engine.unlink()
+            engine.with_suffix(".json").unlink(missing_ok=True)  # the sidecar (build record)
+            removed.append(engine.name)
+    return removed
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("release", help="switch, roll back or show releases on this robot")
     parser.add_argument("--root", type=Path, default=Path("/opt/jetpolicy"))
@@ -452,9 +483,12 @@ def register(subparsers: Any) -> None:
     back = sub.add_parser("rollback", help="return to the release active before the current one")
     back.add_argument("--reason", default="manual rollback")
     sub.add_parser("show", help="current release, rollback target and history as JSON")
-    prune = sub.add_parser("prune", help="remove old releases; never the current one or the one before it")
+    prune = sub.add_parser(
+        "prune", help="remove old releases and their engines; never the current release or the one before it"
+    )
     prune.add_argument("--keep", type=int, default=3, help="releases left in all, protected ones included")
     prune.add_argument("--also-keep", action="append", default=[], help="a release id to keep (staged)")
+    prune.add_argument("--engine-dir", type=Path, help="TensorRT engine cache; default: <root>/engines")
     parser.set_defaults(handler=_main)
 
 
@@ -467,7 +501,9 @@ def _main(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(rollback(root, args.reason))))
     elif args.release_command == "prune":
         removed = prune_releases(root, args.keep, args.also_keep)
-        print(json.dumps({"changed": bool(removed), "removed": removed}))
+        engines = prune_engines(root, args.engine_dir)
+        pruned = {"changed": bool(removed or engines), "removed": removed, "engines_removed": engines}
+        print(json.dumps(pruned))
     else:
         try:
             target: Optional[Dict[str, Any]] = asdict(rollback_deployment(root))
