@@ -155,3 +155,18 @@ def test_a_robot_from_before_deployments_is_converted_without_a_mix(
     monkeypatch.undo()
     assert rollback(tmp_path, "manual").current == "a"
     assert service_view(tmp_path) == old
+
+
+def test_a_damaged_deployment_directory_is_rebuilt(tmp_path: Path) -> None:
+    """A deployment directory missing a link (a prune cut short) is rebuilt when a rollback needs it,
+    not trusted."""
+    stage(tmp_path, "a")
+    stage(tmp_path, "b")
+    r1, r2 = runtime(tmp_path, "r1"), runtime(tmp_path, "r2")
+    switch_release(tmp_path, "a", "deploy", runtime=r1, config=config(tmp_path, "c1.json"))
+    old = service_view(tmp_path)
+    first = tmp_path / "deployments" / os.readlink(tmp_path / "deployment").split("/")[-1]
+    switch_release(tmp_path, "b", "deploy", runtime=r2, config=config(tmp_path, "c2.json"))
+    (first / "runtime").unlink()
+    rollback(tmp_path, "gate failed")
+    assert service_view(tmp_path) == old

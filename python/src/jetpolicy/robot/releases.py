@@ -237,22 +237,34 @@ def _write_deployment(root: Path, deployment: Deployment) -> str:
     (built beside it and renamed), and never changed once there."""
     name = _deployment_id(deployment)
     final = root / DEPLOYMENTS_DIR / name
+    links = {"release": f"../../releases/{deployment.release}"}
+    if deployment.runtime:
+        links["runtime"] = deployment.runtime
+    if deployment.config:
+        links["runner.json"] = f"../../{CONFIG_DIR}/{deployment.config}"
     if final.is_dir():
-        return name
+        found = {entry.name: os.readlink(entry) for entry in final.iterdir() if entry.is_symlink()}
+        if found == links:
+            return name
+        _remove_dir(final)  # damaged (a prune cut short): never the active one, rebuilt below
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    os.symlink(f"../../releases/{deployment.release}", tmp / "release")
-    if deployment.runtime:
-        os.symlink(deployment.runtime, tmp / "runtime")
-    if deployment.config:
-        os.symlink(f"../../{CONFIG_DIR}/{deployment.config}", tmp / "runner.json")
+    for entry, target in links.items():
+        os.symlink(target, tmp / entry)
     _fsync_dir(tmp)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     return name
+
+
+def _remove_dir(path: Path) -> None:
+    # Renamed away first: a removal cut short leaves a hidden leftover, not a half deployment.
+    trash = path.parent / f".tmp-{path.name}-removed-{os.getpid()}"
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _route_through_deployment(root: Path, deployment: Deployment) -> None:
@@ -279,7 +291,10 @@ def _prune_deployments(root: Path, keep: Iterable[str]) -> None:
     kept = set(keep)
     for entry in directory.iterdir() if directory.is_dir() else []:
         if entry.name not in kept and entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
+            if entry.name.startswith("."):
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                _remove_dir(entry)
 
 
 def _apply(root: Path, previous: Deployment, target: Deployment) -> None:
