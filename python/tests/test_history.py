@@ -170,3 +170,23 @@ def test_a_damaged_deployment_directory_is_rebuilt(tmp_path: Path) -> None:
     (first / "runtime").unlink()
     rollback(tmp_path, "gate failed")
     assert service_view(tmp_path) == old
+
+
+def test_links_an_older_runtime_moved_are_routed_again_without_a_mix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older runtime (a rollback to it, then its own switch) points the links straight at their
+    targets again while <root>/deployment stays: the next switch still shows no mix."""
+    for rid in "abc":
+        stage(tmp_path, rid)
+    r1, r2 = runtime(tmp_path, "r1"), runtime(tmp_path, "r2")
+    switch_release(tmp_path, "a", "deploy", runtime=r1, config=config(tmp_path, "c1.json"))
+    direct = (("current", "releases/b"), ("runtime/current", r2), ("runner.json", "configs/c1.json"))
+    for link, target in direct:
+        (tmp_path / link).unlink()
+        (tmp_path / link).symlink_to(target)  # what the older runtime's switch leaves
+    old = service_view(tmp_path)
+    views = record_views(monkeypatch, tmp_path)
+    switch_release(tmp_path, "c", "deploy", runtime=r1, config=config(tmp_path, "c2.json"))
+    assert set(views) <= {old, service_view(tmp_path)}, views
+    assert current_deployment(tmp_path) == releases.Deployment("c", r1, "c2.json")

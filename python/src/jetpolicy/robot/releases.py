@@ -297,11 +297,19 @@ def _prune_deployments(root: Path, keep: Iterable[str]) -> None:
                 _remove_dir(entry)
 
 
+def _routed(root: Path, deployment: Deployment) -> bool:
+    """Whether every path of `deployment` already goes through <root>/deployment."""
+    needed = [RELEASE_LINK]
+    needed += [RUNTIME_LINK] if deployment.runtime else []
+    needed += [CONFIG_LINK] if deployment.config else []
+    return all(_link_target_text(root / link) == _INDIRECT[link] for link in needed)
+
+
 def _apply(root: Path, previous: Deployment, target: Deployment) -> None:
     kept = []
-    if previous.release is not None and _link_target_text(root / DEPLOYMENT_LINK) is None:
-        # A robot from before deployments: select what it runs now through a deployment first, so
-        # that the switch below is still the single rename.
+    if previous.release is not None and not _routed(root, previous):
+        # A robot from before deployments (or links an older runtime moved one at a time): select
+        # what it runs now through a deployment first, so the switch below is still one rename.
         old = _write_deployment(root, previous)
         _swap_link(root / DEPLOYMENT_LINK, f"{DEPLOYMENTS_DIR}/{old}")
         _route_through_deployment(root, previous)
