@@ -22,9 +22,24 @@ options:
     type: path
     required: true
   min_free_mb:
-    description: Minimum free MiB at O(path).
+    description:
+      - MiB that must stay free at O(path) after this deploy's files (the margin).
+      - The requirement is O(artifact_bytes) + O(engine_bytes) + O(runtime_bytes) (each rounded up
+        to MiB) + this; the failure message gives each part, the total, the free space and the path.
     type: int
     default: 512
+  artifact_bytes:
+    description: Size of the policy files this deploy still stages (0 when the release is on the robot).
+    type: int
+    default: 0
+  engine_bytes:
+    description: Estimated size of the TensorRT engine still to be built (0 when none will be).
+    type: int
+    default: 0
+  runtime_bytes:
+    description: Estimated size of the runtime bundle still to be installed (0 when installed).
+    type: int
+    default: 0
   max_memory_used_pct:
     description: Maximum share of memory in use (100 - MemAvailable/MemTotal), in percent.
     type: int
@@ -55,6 +70,8 @@ EXAMPLES = r"""
   jetpolicy_preflight:
     path: /opt/jetpolicy
     min_free_mb: 512
+    artifact_bytes: 52428800
+    engine_bytes: 104857600
   register: preflight
 
 - name: Fail the host with the verdict
@@ -71,6 +88,15 @@ measured_path:
 free_mb:
   description: Free MiB available to unprivileged users at RV(measured_path).
   type: int
+  returned: always
+needed_mb:
+  description: MiB this deploy needs free at O(path) (the parts in RV(space_parts), summed).
+  type: int
+  returned: always
+space_parts:
+  description: What the requirement is made of, as C([what, MiB]) pairs; the margin last.
+  type: list
+  elements: list
   returned: always
 memory_total_mb:
   description: MemTotal in MiB.
@@ -112,6 +138,7 @@ from ansible.module_utils.jetpolicy_jetson import nearest_existing_parent, parse
 from ansible.module_utils.jetpolicy_provision import (
     parse_thermal_millic,
     preflight_verdicts,
+    space_needed,
     time_sync_verdict,
 )
 
@@ -141,6 +168,9 @@ def main():
         argument_spec=dict(
             path=dict(type="path", required=True),
             min_free_mb=dict(type="int", default=512),
+            artifact_bytes=dict(type="int", default=0),
+            engine_bytes=dict(type="int", default=0),
+            runtime_bytes=dict(type="int", default=0),
             max_memory_used_pct=dict(type="int", default=90),
             max_temp_c=dict(type="int", default=85),
             thermal_glob=dict(type="str", default="/sys/class/thermal/thermal_zone*"),
@@ -158,6 +188,12 @@ def main():
     memory = parse_meminfo(_read("/proc/meminfo"))
     total_mb, available_mb = memory["memory_total_mb"], memory["memory_available_mb"]
     temperatures = read_temperatures(module.params["thermal_glob"])
+    needed_mb, space_parts = space_needed(
+        module.params["min_free_mb"],
+        artifact_bytes=module.params["artifact_bytes"],
+        engine_bytes=module.params["engine_bytes"],
+        runtime_bytes=module.params["runtime_bytes"],
+    )
     problems, notes = preflight_verdicts(
         path=path,
         measured_path=measured,
@@ -168,6 +204,7 @@ def main():
         max_memory_used_pct=module.params["max_memory_used_pct"],
         temperatures=temperatures,
         max_temp_c=module.params["max_temp_c"],
+        space_parts=space_parts,
     )
     ntp = ""
     timedatectl = module.get_bin_path("timedatectl")
@@ -188,6 +225,8 @@ def main():
         ntp_synchronized=ntp,
         measured_path=measured,
         free_mb=free_mb,
+        needed_mb=needed_mb,
+        space_parts=[list(part) for part in space_parts],
         memory_total_mb=total_mb,
         memory_available_mb=available_mb,
         temperatures=temperatures,

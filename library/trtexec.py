@@ -482,6 +482,10 @@ def main():
                   tensorrt_version=tensorrt_version, device_model=device_model, metrics={})
 
     if os.path.isfile(engine_path) and not params["force"]:
+        # A build killed earlier (connection lost, power cut) left its temporary files: remove them
+        # even when this run builds nothing.
+        if not module.check_mode:
+            remove_stale_temp_files(module, engine_dir)
         sidecar = read_sidecar(sidecar_path)
         result.update(metrics=sidecar.get("metrics", {}), cmd=sidecar.get("cmd", []))
         result.update((name, sidecar[name]) for name in DEVICE_FACT_KEYS if name in sidecar)

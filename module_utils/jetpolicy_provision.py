@@ -310,6 +310,33 @@ def parse_thermal_millic(text):
     return value / 1000.0
 
 
+_MIB = 1024 * 1024
+
+
+def _ceil_mib(nbytes):
+    return -(-int(nbytes or 0) // _MIB)
+
+
+def space_needed(min_free_mb, artifact_bytes=0, engine_bytes=0, runtime_bytes=0):
+    """What this deploy writes at the policy root plus the margin left free after it.
+
+    Returns (total MiB, [(what, MiB), ...]) with only the parts that need room: the policy files
+    not yet staged, the TensorRT engine estimate not yet built, the runtime bundle not yet
+    installed, then the margin (jetson_provision_min_free_mb). Sizes round up to whole MiB.
+    """
+    parts = [
+        (label, _ceil_mib(nbytes))
+        for label, nbytes in (
+            ("policy artifact", artifact_bytes),
+            ("TensorRT engine estimate", engine_bytes),
+            ("runtime bundle", runtime_bytes),
+        )
+        if nbytes
+    ]
+    parts.append(("margin (jetson_provision_min_free_mb)", int(min_free_mb)))
+    return sum(mib for _, mib in parts), parts
+
+
 def preflight_verdicts(
     path,
     measured_path,
@@ -320,24 +347,29 @@ def preflight_verdicts(
     max_memory_used_pct,
     temperatures,
     max_temp_c,
+    space_parts=None,
 ):
     """Judge the measurements. Returns (problems, notes): problems fail the host.
 
-    temperatures: {zone name: degrees C}. Each message names the path or zone, the numbers and
-    the variable that sets the threshold, so the operator knows what to change.
+    temperatures: {zone name: degrees C}. space_parts: [(what, MiB), ...] from space_needed, the
+    room this deploy needs (default: min_free_mb alone). Each message names the path or zone, the
+    numbers and the variable that sets the threshold, so the operator knows what to change.
     """
     problems = []
     notes = []
     where = path if measured_path == path else "%s (measured at %s)" % (path, measured_path)
+    parts = space_parts or [("margin (jetson_provision_min_free_mb)", min_free_mb)]
+    needed_mb = sum(mib for _, mib in parts)
+    breakdown = " + ".join("%s %d MiB" % (what, mib) for what, mib in parts)
     if free_mb is None:
         problems.append("%s: free space unreadable" % where)
-    elif free_mb < min_free_mb:
+    elif free_mb < needed_mb:
         problems.append(
-            "%s has %d MiB free, needs %d MiB (jetson_provision_min_free_mb); free space or "
-            "lower the threshold" % (where, free_mb, min_free_mb)
+            "%s has %d MiB free, needs %d MiB (%s); free space there or lower "
+            "jetson_provision_min_free_mb" % (where, free_mb, needed_mb, breakdown)
         )
     else:
-        notes.append("%s has %d MiB free (>= %d MiB)" % (where, free_mb, min_free_mb))
+        notes.append("%s has %d MiB free (>= %d MiB: %s)" % (where, free_mb, needed_mb, breakdown))
     if memory_total_mb:
         used_pct = 100.0 * (memory_total_mb - (memory_available_mb or 0)) / memory_total_mb
         if used_pct > max_memory_used_pct:

@@ -242,5 +242,44 @@ def test_prune_never_removes_the_current_release_or_the_one_before(
     assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == [".staging-r6", "r3", "r4"]
     assert prune_releases(tmp_path, keep=2) == []
     assert main(["release", "--root", str(tmp_path), "prune", "--keep", "2"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"changed": False, "removed": []}
+    assert json.loads(capsys.readouterr().out) == {"changed": False, "removed": [], "engines_removed": []}
     assert current_release(tmp_path) == "r4"
+
+
+def engine(root: Path, key: str, *releases: str) -> None:
+    """A cached engine <key>.engine with its sidecar, linked as the engine of `releases`."""
+    engines = root / "engines"
+    (engines / "by-release").mkdir(parents=True, exist_ok=True)
+    (engines / f"{key}.engine").write_bytes(b"plan")
+    (engines / f"{key}.json").write_text("{}")
+    for release in releases:
+        (engines / "by-release" / f"{release}.engine").symlink_to(f"../{key}.engine")
+
+
+def test_prune_removes_the_engines_of_pruned_releases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pruned release takes its by-release link with it, and a cached engine no link points at any
+    more goes with its sidecar; an engine a kept release shares, and files that are not cached
+    engines, stay; a second prune removes nothing."""
+    for release in ["r1", "r2", "r3", "r4"]:
+        stage(tmp_path, release)
+        switch_release(tmp_path, release, "deploy")
+    for age, release in enumerate(["r1", "r2", "r3", "r4"]):
+        os.utime(tmp_path / "releases" / release, (1000 + age, 1000 + age))
+    old, shared, new = "a" * 64, "b" * 64, "c" * 64
+    engine(tmp_path, old, "r1")
+    engine(tmp_path, shared, "r2", "r3")
+    engine(tmp_path, new, "r4")
+    (tmp_path / "engines" / "timing.cache").write_bytes(b"keep")
+    assert main(["release", "--root", str(tmp_path), "prune", "--keep", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["removed"] == ["r2", "r1"] and out["changed"]
+    assert out["engines_removed"] == ["by-release/r1.engine", "by-release/r2.engine", f"{old}.engine"]
+    left = {p.name for p in (tmp_path / "engines").iterdir()}
+    cached = {f"{key}.{ext}" for key in (shared, new) for ext in ("engine", "json")}
+    assert left == {"by-release", "timing.cache", *cached}
+    links = sorted(p.name for p in (tmp_path / "engines" / "by-release").iterdir())
+    assert links == ["r3.engine", "r4.engine"]
+    assert main(["release", "--root", str(tmp_path), "prune", "--keep", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"changed": False, "removed": [], "engines_removed": []}

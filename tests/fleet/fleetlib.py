@@ -45,7 +45,8 @@ class Robot:
         self.name = name
 
     def current(self) -> str | None:
-        target = podman_exec(self.name, "readlink", "/opt/jetpolicy/current")
+        # -f: the service's paths go through <root>/deployment (one link the switch renames).
+        target = podman_exec(self.name, "readlink", "-f", "/opt/jetpolicy/current")
         return target.rsplit("/", 1)[-1] if target else None
 
     def releases(self) -> list[str]:
@@ -66,12 +67,12 @@ class Robot:
         return [json.loads(line) for line in raw.splitlines() if line.strip()]
 
     def runtime(self) -> str:
-        """The virtualenv the service runs (target of <root>/runtime/current)."""
-        return podman_exec(self.name, "readlink", "/opt/jetpolicy/runtime/current")
+        """The virtualenv the service runs (what <root>/runtime/current resolves to)."""
+        return podman_exec(self.name, "readlink", "-f", "/opt/jetpolicy/runtime/current")
 
     def config(self) -> str:
-        """The runner config the service runs with (target of <root>/runner.json)."""
-        return podman_exec(self.name, "readlink", "/opt/jetpolicy/runner.json")
+        """The runner config the service runs with (what <root>/runner.json resolves to)."""
+        return podman_exec(self.name, "readlink", "-f", "/opt/jetpolicy/runner.json")
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -313,3 +313,19 @@ def test_stale_temp_of_a_dead_build_is_removed(run_module, setup) -> None:
     assert result.get("failed") is not True, result
     assert not stale.exists()
     assert live.exists()
+
+
+def test_stale_temp_is_removed_when_the_engine_is_cached(run_module, setup) -> None:
+    """A run that builds nothing (cache hit) still removes what a killed build left, not in check mode."""
+    first = run_module(trtexec, setup["args"])
+    assert first["rebuilt"], first
+    engine_dir = Path(setup["args"]["engine_dir"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = engine_dir / temp_engine_name(first["cache_key"], dead.pid)
+    stale.write_bytes(b"x" * 1024)
+    assert not run_module(trtexec, setup["args"], check_mode=True)["rebuilt"]
+    assert stale.exists()
+    cached = run_module(trtexec, setup["args"])
+    assert not cached["rebuilt"] and not cached["changed"], cached
+    assert not stale.exists()

@@ -15,6 +15,7 @@ from ansible.module_utils.jetpolicy_provision import (
     parse_l4t_release,
     parse_thermal_millic,
     preflight_verdicts,
+    space_needed,
     time_sync_verdict,
 )
 
@@ -264,9 +265,31 @@ def test_preflight_low_disk_message_names_path_numbers_and_variable() -> None:
     """The disk verdict names the path, both numbers and the variable to change."""
     problems, _ = _verdicts(free_mb=12)
     assert problems == [
-        "/opt/jetpolicy has 12 MiB free, needs 512 MiB (jetson_provision_min_free_mb); "
-        "free space or lower the threshold"
+        "/opt/jetpolicy has 12 MiB free, needs 512 MiB (margin (jetson_provision_min_free_mb) 512 MiB); "
+        "free space there or lower jetson_provision_min_free_mb"
     ]
+
+
+def test_preflight_needs_room_for_this_artifact_its_engine_and_the_runtime() -> None:
+    """A 600 MiB ONNX with its engine (2 x) and a runtime still to install need more than the
+    margin: a robot with 1500 MiB free fails, and the message adds up the parts with the path."""
+    total, parts = space_needed(512, artifact_bytes=600 * 2**20 + 1, engine_bytes=1200 * 2**20,
+                                runtime_bytes=300 * 2**20)  # fmt: skip
+    assert total == 601 + 1200 + 300 + 512
+    problems, _ = _verdicts(free_mb=1500, space_parts=parts)
+    assert problems == [
+        "/opt/jetpolicy has 1500 MiB free, needs 2613 MiB (policy artifact 601 MiB + TensorRT engine "
+        "estimate 1200 MiB + runtime bundle 300 MiB + margin (jetson_provision_min_free_mb) 512 MiB); "
+        "free space there or lower jetson_provision_min_free_mb"
+    ]
+    problems, notes = _verdicts(free_mb=4000, space_parts=parts)
+    assert problems == [] and any("needs" not in n and ">= 2613 MiB" in n for n in notes)
+
+
+def test_preflight_counts_only_what_is_not_on_the_robot_yet() -> None:
+    """Parts already there (release staged, engine built, runtime installed) need no room."""
+    assert space_needed(512) == (512, [("margin (jetson_provision_min_free_mb)", 512)])
+    assert space_needed(512, artifact_bytes=0, engine_bytes=3 * 2**20)[0] == 515
 
 
 def test_preflight_measured_at_parent_is_said() -> None:

@@ -52,8 +52,8 @@ def test_preflight_fails_host_with_too_little_free_space(small_disk_robot: str, 
     output = run.stdout + run.stderr
     assert run.returncode == 2, output
     match = re.search(
-        rf"{HOST}: /opt/jetpolicy has (\d+) MiB free, needs 512 MiB \(jetson_provision_min_free_mb\); "
-        r"free space or lower the threshold",
+        rf"{HOST}: /opt/jetpolicy has (\d+) MiB free, needs 512 MiB "
+        r"\(margin \(jetson_provision_min_free_mb\) 512 MiB\); free space there or lower jetson_provision_min_free_mb",
         output,
     )
     assert match, output
@@ -67,4 +67,4 @@ def test_preflight_passes_same_host_with_lower_threshold(small_disk_robot: str, 
     run = playbook(inventory, PLAY, "-e", "jetson_provision_min_free_mb=2")
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
-    assert re.search(r"/opt/jetpolicy has \d+ MiB free \(>= 2 MiB\)", output), output
+    assert re.search(r"/opt/jetpolicy has \d+ MiB free \(>= 2 MiB: margin", output), output

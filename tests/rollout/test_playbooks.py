@@ -229,3 +229,48 @@ def test_molecule_search_paths_match_ansible_cfg() -> None:
     assert resolved("ANSIBLE_LIBRARY") == LIBRARY
     assert resolved("ANSIBLE_MODULE_UTILS") == MODULE_UTILS
     assert resolved("ANSIBLE_ROLES_PATH") == ROLES
+
+
+PREFLIGHT = """\
+- name: Preflight as deploy.yml does
+  hosts: robots
+  gather_facts: false
+  tasks:
+    - name: Check room for this policy
+      ansible.builtin.include_role:
+        name: jetson_provision
+        tasks_from: preflight
+"""
+
+
+def test_preflight_needs_room_for_this_policy_and_names_the_numbers(tmp_path: Path) -> None:
+    """A policy larger than the robot's free disk fails the preflight, with the parts it adds up,
+    the total and the path, although the fixed margin alone would fit."""
+    root = tmp_path / "robot" / "opt" / "jetpolicy"
+    root.mkdir(parents=True)
+    stat = os.statvfs(root)
+    free_mib = stat.f_bavail * stat.f_frsize // 2**20
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    with (policy / "policy.onnx").open("wb") as handle:  # sparse: apparent size only
+        handle.truncate((free_mib + 1024) * 2**20)
+    (policy / "policy.json").write_text("{}", encoding="utf-8")
+    playbook = tmp_path / "preflight.yml"
+    playbook.write_text(PREFLIGHT, encoding="utf-8")
+    inventory = write_inventory(
+        tmp_path,
+        {
+            "jetpolicy_policy_dir": str(policy),
+            "jetpolicy_root": str(root),
+            "policy_release_id": "0123456789abcdef",
+            "jetson_provision_min_free_mb": 1,
+            "jetson_provision_time_sync": "ignore",
+            "jetson_provision_max_memory_used_pct": 100,
+            "jetson_provision_max_temp_c": 200,
+        },
+    )
+    result = ansible_playbook(playbook, inventory, "--limit", "test-orin-1", tmp_path=tmp_path)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output
+    assert f"{root} has" in output and f"needs {free_mib + 1024 + 1 + 400 + 1} MiB" in output, output
+    assert f"policy artifact {free_mib + 1024 + 1} MiB" in output and "runtime bundle 400 MiB" in output

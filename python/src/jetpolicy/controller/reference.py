@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -19,7 +20,7 @@ from jetpolicy.robot.backends.onnxruntime_backend import OnnxRuntimeBackend
 from jetpolicy.robot.parity import IN_PREFIX, OUT_PREFIX, REFERENCE_FILE
 from jetpolicy.robot.policy import MANIFEST_FILE, MODEL_FILE, Policy
 
-__all__ = ["make_reference", "register"]
+__all__ = ["make_reference", "reference_is_current", "register"]
 
 
 def _observations(manifest: PolicyManifest, count: int, seed: int) -> Dict[str, np.ndarray]:
@@ -74,6 +75,25 @@ def make_reference(
     return out
 
 
+def reference_is_current(
+    path: Union[str, Path], manifest: Union[PolicyManifest, str, Path], count: int
+) -> bool:
+    """Whether `path` is a complete reference for this manifest with `count` cases: every array
+    reads back (the zip's CRCs hold, so a truncated or damaged file fails) and matches."""
+    if not isinstance(manifest, PolicyManifest):
+        manifest = load_manifest(Path(manifest))
+    expected = [IN_PREFIX + s.name for s in manifest.observation_inputs]
+    expected += [OUT_PREFIX + s.name for s in manifest.outputs]
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            if set(data.files) != {"manifest_sha256", *expected}:
+                return False
+            if str(data["manifest_sha256"]) != manifest.sha256:
+                return False
+            return all(data[name].shape[:1] == (count,) for name in expected)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return False
+
 
 def register(subparsers: Any) -> None:
     ref = subparsers.add_parser(
@@ -84,10 +104,19 @@ def register(subparsers: Any) -> None:
     ref.add_argument("--out", type=Path, required=True, help=REFERENCE_FILE)
     ref.add_argument("--count", type=int, default=32, help="consecutive ticks (state carried)")
     ref.add_argument("--seed", type=int, default=0)
+    ref.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep --out when it reads back complete for this manifest and count (prints 'kept ...')",
+    )
     ref.set_defaults(handler=run_reference)
 
 
 def run_reference(args: argparse.Namespace) -> int:
+    # A cache is reused only once it verifies: a torn or stale one is written again, never trusted.
+    if args.reuse and reference_is_current(args.out, args.manifest, args.count):
+        print(f"kept {args.out} ({args.count} cases, verified)")
+        return 0
     path = make_reference(args.model, args.manifest, args.out, count=args.count, seed=args.seed)
     print(f"wrote {path} ({args.count} cases)")
     return 0

@@ -1,4 +1,4 @@
-"""The runner configuration (<root>/runner.json, moved by the release switch), checked up front.
+"""The runner configuration (<root>/runner.json, selected by the release switch), checked up front.
 
 Every field is validated before the policy loads so a bad template fails at start with the field
 name, not minutes later inside the loop. Relative paths are resolved against the config's folder.

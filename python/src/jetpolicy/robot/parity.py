@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -71,8 +72,14 @@ def _load_reference(
         raise ParityError(
             f"reference {path} does not exist", "create it with `jetpolicy reference` on the controller"
         )
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ParityError(
+            f"reference {path} is damaged ({type(exc).__name__}: {exc})",
+            "deploy again: the stage step replaces it with the controller's verified copy",
+        ) from None
     sha = str(arrays.pop("manifest_sha256", ""))
     if sha and sha != manifest.sha256:
         raise ParityError(

@@ -12,7 +12,7 @@ from jetpolicy.common.manifest import PolicyManifest, TensorSpec, load_manifest,
 from jetpolicy.robot.backends.base import InferenceBackend
 from jetpolicy.robot.backends.select import select_backend
 
-__all__ = ["MANIFEST_FILE", "MODEL_FILE", "Policy", "backend_mismatches", "load_policy"]
+__all__ = ["MANIFEST_FILE", "MODEL_FILE", "Policy", "backend_mismatches", "load_policy", "safe_action_arrays"]
 
 MODEL_FILE = "policy.onnx"
 MANIFEST_FILE = "policy.json"
@@ -49,6 +49,21 @@ def _vector(values: Optional[List[float]], spec: TensorSpec, default: float) -> 
     if values is None:
         return np.full(spec.shape, default, dtype=spec.dtype)
     return np.asarray(values, dtype=spec.dtype).reshape(spec.shape)
+
+
+def safe_action_arrays(manifest: PolicyManifest) -> Dict[str, np.ndarray]:
+    """The manifest's safe action per action output (zeros if none), clipped to the action limits;
+    read-only arrays. The runner publishes it on stale input; `jetpolicy safe-action` once."""
+    result: Dict[str, np.ndarray] = {}
+    for spec in manifest.action_outputs:
+        transform = manifest.action.get(spec.name)
+        safe = _vector(manifest.safe_action.get(spec.name), spec, 0.0)
+        low = _vector(transform.low if transform else None, spec, -np.inf)
+        high = _vector(transform.high if transform else None, spec, np.inf)
+        np.clip(safe, low, high, out=safe)
+        safe.flags.writeable = False
+        result[spec.name] = safe
+    return result
 
 
 class Policy:
@@ -91,14 +106,8 @@ class Policy:
                 _vector(tr.low if tr else None, spec, -np.inf),
                 _vector(tr.high if tr else None, spec, np.inf),
             )
-        self._safe: Dict[str, np.ndarray] = {}
-        for spec in self._act_specs:
-            safe = _vector(manifest.safe_action.get(spec.name), spec, 0.0)
-            _, _, low, high = self._transform[spec.name]
-            np.clip(safe, low, high, out=safe)
-            # Read-only: the same arrays are handed out on every stale tick.
-            safe.flags.writeable = False
-            self._safe[spec.name] = safe
+        # Read-only: the same arrays are handed out on every stale tick.
+        self._safe = safe_action_arrays(manifest)
         self._last_raw: Dict[str, np.ndarray] = {}
 
     @property

@@ -1,24 +1,34 @@
 """Release bookkeeping on the robot: what the service runs, atomic switches, and their history.
 
 What the service runs is a *deployment*: a policy release, the runtime virtualenv and the runner
-configuration it runs with. Each is selected by one symlink under the policy root:
+configuration it runs with. One directory per deployment holds a link to each, and one symlink
+selects the deployment; the three paths the service and the roles read go through it and never
+change themselves:
 
-    <root>/current          -> releases/<id>/          (policy.onnx, policy.json, parity data)
-    <root>/runtime/current  -> <venv>                  (the jetpolicy package and its wheels)
-    <root>/runner.json      -> configs/<sha16>.json    (the runner configuration)
+    <root>/deployments/<sha16>/release      -> ../../releases/<id>    (policy.onnx, policy.json, ...)
+    <root>/deployments/<sha16>/runtime      -> <venv>                 (the jetpolicy package)
+    <root>/deployments/<sha16>/runner.json  -> ../../configs/<sha16>.json
+    <root>/deployment       -> deployments/<sha16>   (the one link a switch moves: one rename)
+    <root>/current          -> deployment/release
+    <root>/runtime/current  -> ../deployment/runtime
+    <root>/runner.json      -> deployment/runner.json
 
-A switch moves all three (each rename is atomic) and appends one JSON line to
-`<root>/history.jsonl` (time, action, from/to release, runtime and config, reason). A rollback
-finds the deployment that was active before the current one there and restores all of it, so a
-new runtime or a new runner configuration that breaks the service is undone together with the
-policy.
+A switch is one rename of `<root>/deployment`, so a boot at any moment finds the old triple or the
+new one, never a mix; it then appends one JSON line to `<root>/history.jsonl` (time, action,
+from/to release, runtime and config, reason). A rollback finds the deployment that was active
+before the current one there and restores all of it, so a new runtime or a new runner
+configuration that breaks the service is undone together with the policy. A robot whose three
+links still point straight at their targets (before deployments existed) is converted on its next
+switch without changing what it runs, and only then switched.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -30,14 +40,18 @@ from jetpolicy.common.errors import ConfigError, JetpolicyError
 __all__ = [
     "CONFIG_DIR",
     "CONFIG_LINK",
+    "DEPLOYMENTS_DIR",
+    "DEPLOYMENT_LINK",
     "REQUIRED_FILES",
     "RUNTIME_LINK",
     "Deployment",
     "SwitchResult",
     "current_deployment",
     "current_release",
+    "prune_engines",
     "prune_releases",
     "read_history",
+    "read_history_counted",
     "register",
     "releases_to_prune",
     "rollback",
@@ -50,6 +64,15 @@ REQUIRED_FILES = ("policy.onnx", "policy.json")
 RUNTIME_LINK = Path("runtime") / "current"
 CONFIG_LINK = Path("runner.json")
 CONFIG_DIR = Path("configs")
+DEPLOYMENT_LINK = Path("deployment")
+DEPLOYMENTS_DIR = Path("deployments")
+RELEASE_LINK = Path("current")
+# What each of the service's paths points at once it goes through <root>/deployment.
+_INDIRECT = {
+    RELEASE_LINK: "deployment/release",
+    RUNTIME_LINK: "../deployment/runtime",
+    CONFIG_LINK: "deployment/runner.json",
+}
 
 
 @dataclass(frozen=True)
@@ -76,11 +99,19 @@ class SwitchResult:
 
 
 def _link_target(link: Path) -> Optional[str]:
-    return os.readlink(link) if link.is_symlink() else None
+    """What `link` selects: the target of <root>/deployment/<part> when the link goes through the
+    deployment, else (a robot from before deployments) its own target."""
+    if not link.is_symlink():
+        return None
+    target = os.readlink(link)
+    if target in _INDIRECT.values():
+        part = link.parent / target
+        return os.readlink(part) if part.is_symlink() else None
+    return target
 
 
 def current_release(root: Path) -> Optional[str]:
-    target = _link_target(root / "current")
+    target = _link_target(root / RELEASE_LINK)
     return Path(target).name if target else None
 
 
@@ -93,22 +124,44 @@ def current_deployment(root: Path) -> Deployment:
     )
 
 
-def read_history(root: Path) -> List[Dict[str, Any]]:
+def read_history_counted(root: Path) -> Tuple[List[Dict[str, Any]], int]:
+    """The history records and how many lines could not be read (a torn write, a damaged disk)."""
     path = root / "history.jsonl"
     if not path.exists():
-        return []
+        return [], 0
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    skipped = 0
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a torn last line after power loss must not block a rollback
-    return records
+            record = None
+        # A torn line after power loss must not block a rollback: counted and passed over.
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def read_history(root: Path) -> List[Dict[str, Any]]:
+    return read_history_counted(root)[0]
 
 
 def _append_history(root: Path, record: Dict[str, Any]) -> None:
-    with (root / "history.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
+    with (root / "history.jsonl").open("ab+") as handle:
+        # A write cut by power loss leaves a line without its newline; appending to it would make
+        # this record part of the torn line and lose it too.
+        handle.seek(0, os.SEEK_END)
+        torn = False
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            torn = handle.read(1) != b"\n"
+            handle.seek(0, os.SEEK_END)
+        line = json.dumps(record, sort_keys=True) + "\n"
+        handle.write((("\n" if torn else "") + line).encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -155,6 +208,14 @@ def _check_parts(root: Path, target: Deployment) -> None:
         )
 
 
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _swap_link(link: Path, target: str) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.parent / f".{link.name}.{os.getpid()}"
@@ -163,21 +224,103 @@ def _swap_link(link: Path, target: str) -> None:
     os.symlink(target, tmp)
     # rename(2) replaces the link atomically: readers see the old or the new target, never neither.
     os.replace(tmp, link)
-    dir_fd = os.open(link.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(link.parent)
+
+
+def _deployment_id(deployment: Deployment) -> str:
+    text = json.dumps(asdict(deployment), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _write_deployment(root: Path, deployment: Deployment) -> str:
+    """<root>/deployments/<id>/ with a link to each part the deployment names; complete or absent
+    (built beside it and renamed), and never changed once there."""
+    name = _deployment_id(deployment)
+    final = root / DEPLOYMENTS_DIR / name
+    links = {"release": f"../../releases/{deployment.release}"}
+    if deployment.runtime:
+        links["runtime"] = deployment.runtime
+    if deployment.config:
+        links["runner.json"] = f"../../{CONFIG_DIR}/{deployment.config}"
+    if final.is_dir():
+        found = {entry.name: os.readlink(entry) for entry in final.iterdir() if entry.is_symlink()}
+        if found == links:
+            return name
+        _remove_dir(final)  # damaged (a prune cut short): never the active one, rebuilt below
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for entry, target in links.items():
+        os.symlink(target, tmp / entry)
+    _fsync_dir(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return name
+
+
+def _remove_dir(path: Path) -> None:
+    # Renamed away first: a removal cut short leaves a hidden leftover, not a half deployment.
+    trash = path.parent / f".tmp-{path.name}-removed-{os.getpid()}"
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _route_through_deployment(root: Path, deployment: Deployment) -> None:
+    """Point the service's paths at <root>/deployment/<part>; each conversion keeps the target it
+    had (the deployment link selects the same parts), so doing it is not a switch."""
+    wanted = {
+        RELEASE_LINK: True,
+        RUNTIME_LINK: bool(deployment.runtime),
+        CONFIG_LINK: bool(deployment.config),
+    }
+    for link, needed in wanted.items():
+        if needed and _link_target_text(root / link) != _INDIRECT[link]:
+            _swap_link(root / link, _INDIRECT[link])
+
+
+def _link_target_text(link: Path) -> Optional[str]:
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def _prune_deployments(root: Path, keep: Iterable[str]) -> None:
+    """Deployment directories are a few links each and rebuilt on demand: keep the active one and
+    the one a rollback returns to first, drop the rest (and any half-built one)."""
+    directory = root / DEPLOYMENTS_DIR
+    kept = set(keep)
+    for entry in directory.iterdir() if directory.is_dir() else []:
+        if entry.name not in kept and entry.is_dir() and not entry.is_symlink():
+            if entry.name.startswith("."):
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                _remove_dir(entry)
+
+
+def _routed(root: Path, deployment: Deployment) -> bool:
+    """Whether every path of `deployment` already goes through <root>/deployment."""
+    needed = [RELEASE_LINK]
+    needed += [RUNTIME_LINK] if deployment.runtime else []
+    needed += [CONFIG_LINK] if deployment.config else []
+    return all(_link_target_text(root / link) == _INDIRECT[link] for link in needed)
 
 
 def _apply(root: Path, previous: Deployment, target: Deployment) -> None:
-    # The policy link moves last: until it does, every reader still reports the old release.
-    if target.runtime and target.runtime != previous.runtime:
-        _swap_link(root / RUNTIME_LINK, target.runtime)
-    if target.config and target.config != previous.config:
-        _swap_link(root / CONFIG_LINK, str(CONFIG_DIR / target.config))
-    if target.release != previous.release:
-        _swap_link(root / "current", f"releases/{target.release}")
+    kept = []
+    if previous.release is not None and not _routed(root, previous):
+        # A robot from before deployments (or links an older runtime moved one at a time): select
+        # what it runs now through a deployment first, so the switch below is still one rename.
+        old = _write_deployment(root, previous)
+        _swap_link(root / DEPLOYMENT_LINK, f"{DEPLOYMENTS_DIR}/{old}")
+        _route_through_deployment(root, previous)
+        kept.append(old)
+    elif previous.release is not None:
+        kept.append(Path(str(_link_target_text(root / DEPLOYMENT_LINK))).name)
+    name = _write_deployment(root, target)
+    # The switch: one rename moves release, runtime and config together.
+    _swap_link(root / DEPLOYMENT_LINK, f"{DEPLOYMENTS_DIR}/{name}")
+    _route_through_deployment(root, target)
+    _prune_deployments(root, [name, *kept])
 
 
 def _switch(root: Path, wanted: Deployment, reason: str, action: str, notes: str = "") -> SwitchResult:
@@ -248,15 +391,17 @@ def rollback_deployment(root: Path) -> Deployment:
     current = current_deployment(root)
     if current.release is None:
         raise JetpolicyError(f"{root}/current does not exist", "deploy a release first")
-    history = read_history(root)
-    # Exact match first; then on the release alone, for a switch torn by power loss between its
-    # renames (links moved, history line never written).
+    history, skipped = read_history_counted(root)
+    # Exact match first; then on the release alone, for a switch whose history line was never
+    # written (power lost after the rename), or links moved one at a time by an older runtime.
     for wanted in (current, Deployment(current.release)):
         for record in reversed(history):
             if _led_to(record, wanted):
                 return Deployment(str(record["from"]), record.get("runtime_from"), record.get("config_from"))
+    unreadable = f" ({skipped} unreadable line(s) skipped)" if skipped else ""
     raise JetpolicyError(
-        f"no release before {current.release} in {root}/history.jsonl", "there is nothing to roll back to"
+        f"no release before {current.release} in {root}/history.jsonl{unreadable}",
+        "there is nothing to roll back to",
     )
 
 
@@ -320,6 +465,35 @@ def prune_releases(root: Path, keep: int, also_keep: Iterable[str] = ()) -> List
     return removed
 
 
+# trtexec's cache: <engines>/<64 hex cache key>.engine and its sidecar <key>.json.
+_CACHED_ENGINE = re.compile(r"^[0-9a-f]{64}\.engine$")
+
+
+def prune_engines(root: Path, engine_dir: Optional[Path] = None) -> List[str]:
+    """Remove the engines of releases no longer on disk: their `by-release/<id>.engine` links, then
+    each cached engine (and its sidecar) that no link points at any more. Returns the removed
+    names, links as `by-release/<id>.engine`. Engines are rebuilt from the ONNX when needed again."""
+    engines = engine_dir or root / "engines"
+    by_release = engines / "by-release"
+    releases_dir = root / "releases"
+    removed: List[str] = []
+    kept_targets = set()
+    for link in sorted(by_release.iterdir()) if by_release.is_dir() else []:
+        if not link.name.endswith(".engine"):
+            continue
+        if (releases_dir / link.name[: -len(".engine")]).is_dir():
+            kept_targets.add(os.path.realpath(link))
+            continue
+        link.unlink()
+        removed.append(f"by-release/{link.name}")
+    for engine in sorted(engines.iterdir()) if engines.is_dir() else []:
+        if _CACHED_ENGINE.match(engine.name) and os.path.realpath(engine) not in kept_targets:
+            engine.unlink()
+            engine.with_suffix(".json").unlink(missing_ok=True)  # the sidecar (build record)
+            removed.append(engine.name)
+    return removed
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("release", help="switch, roll back or show releases on this robot")
     parser.add_argument("--root", type=Path, default=Path("/opt/jetpolicy"))
@@ -332,9 +506,12 @@ def register(subparsers: Any) -> None:
     back = sub.add_parser("rollback", help="return to the release active before the current one")
     back.add_argument("--reason", default="manual rollback")
     sub.add_parser("show", help="current release, rollback target and history as JSON")
-    prune = sub.add_parser("prune", help="remove old releases; never the current one or the one before it")
+    prune = sub.add_parser(
+        "prune", help="remove old releases and their engines; never the current release or the one before it"
+    )
     prune.add_argument("--keep", type=int, default=3, help="releases left in all, protected ones included")
     prune.add_argument("--also-keep", action="append", default=[], help="a release id to keep (staged)")
+    prune.add_argument("--engine-dir", type=Path, help="TensorRT engine cache; default: <root>/engines")
     parser.set_defaults(handler=_main)
 
 
@@ -347,18 +524,23 @@ def _main(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(rollback(root, args.reason))))
     elif args.release_command == "prune":
         removed = prune_releases(root, args.keep, args.also_keep)
-        print(json.dumps({"changed": bool(removed), "removed": removed}))
+        engines = prune_engines(root, args.engine_dir)
+        pruned = {"changed": bool(removed or engines), "removed": removed, "engines_removed": engines}
+        print(json.dumps(pruned))
     else:
         try:
             target: Optional[Dict[str, Any]] = asdict(rollback_deployment(root))
         except JetpolicyError:
             target = None
+        history, skipped = read_history_counted(root)
         print(
             json.dumps(
                 {
                     "current": asdict(current_deployment(root)),
+                    "deployment": _link_target_text(root / DEPLOYMENT_LINK),
                     "rollback_target": target,
-                    "history": read_history(root),
+                    "history": history,
+                    "history_unreadable_lines": skipped,
                 }
             )
         )
