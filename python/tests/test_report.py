@@ -294,3 +294,23 @@ def test_read_summary_checks_each_host_entry(tmp_path: Path) -> None:
     rendered.paths["json"].write_text(json.dumps(document), encoding="utf-8")
     with pytest.raises(RecordError, match=r"report\.json hosts\[1\]: field 'gates\.timing\.budget_us'"):
         read_summary(report_dir)
+
+
+def test_rows_from_a_replay_double_say_so(tmp_path: Path) -> None:
+    """A host whose NVIDIA tools are replay doubles is marked simulated in every row of report.md and
+    in report.json; a real host carries no mark."""
+    sim = record("sim-jetson-1", platform="jetson", is_l4t=True, simulated="replay")
+    real = record("orin-7")
+    render_report(write(tmp_path / "r", sim, real))
+    markdown = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    lines = markdown.splitlines()
+    fleet_row = next(line for line in lines if line.startswith("| sim-jetson-1 |"))
+    heading = next(line for line in lines if line.startswith("### sim-jetson-1"))
+    platform_row = next(line for line in lines if line.startswith("| platform | jetson"))
+    for line in (fleet_row, heading, platform_row):
+        assert "(simulated: replay" in line, line
+    assert "not Jetson figures" in heading
+    assert "simulated" not in "".join(line for line in markdown.splitlines() if line.startswith("| orin-7 |"))
+    hosts = {h["host"]: h for h in json.loads((tmp_path / "r" / "report.json").read_text())["hosts"]}
+    assert hosts["sim-jetson-1"]["simulated"] == "replay"
+    assert hosts["orin-7"]["simulated"] is None

@@ -395,6 +395,9 @@ class HostRecord:
     verdict: str
     platform: str = "unknown"
     is_l4t: bool = False
+    # "replay" on a sim robot whose NVIDIA tools are replay doubles (jetson_facts.simulated): its
+    # numbers are never Jetson figures, and every report row from it says so.
+    simulated: Optional[str] = None
     target_release: Optional[str] = None
     release_before: Optional[str] = None
     release_after: Optional[str] = None
@@ -413,6 +416,7 @@ class HostRecord:
             "host": self.host,
             "platform": self.platform,
             "is_l4t": self.is_l4t,
+            "simulated": self.simulated,
             "target_release": self.target_release,
             "release_before": self.release_before,
             "release_after": self.release_after,
@@ -443,6 +447,7 @@ class HostRecord:
             verdict=verdict,
             platform=reader.text("platform", "unknown") or "unknown",
             is_l4t=bool(reader.flag("is_l4t")),
+            simulated=reader.text("simulated") or None,
             target_release=reader.text("target_release"),
             # The role writes "" for "no release before" on some paths; the report shows both as none.
             release_before=reader.text("release_before") or None,

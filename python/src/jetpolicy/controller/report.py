@@ -263,12 +263,19 @@ def _rollback_cell(record: Optional[HostRecord]) -> str:
     return f"to {_short(rollback.to)}{health}: {rollback.reason or 'no reason recorded'}"
 
 
+def _platform_cell(record: Optional[HostRecord]) -> Optional[str]:
+    if record is None:
+        return None
+    cell = f"{record.platform or NO_MARK}" + (" (L4T)" if record.is_l4t else "")
+    return cell + (f" (simulated: {record.simulated})" if record.simulated else "")
+
+
 def _host_section(outcome: HostOutcome) -> List[str]:
     record = outcome.record or HostRecord(host=outcome.host, verdict="staged", platform="")
     gates = record.gates
     rows: List[Tuple[str, str]] = [
         ("verdict", _verdict_cell(outcome.verdict)),
-        ("platform", f"{record.platform or NO_MARK}" + (" (L4T)" if record.is_l4t else "")),
+        ("platform", _platform_cell(record)),
         ("release", f"{_short(record.release_before)} → {_short(record.release_after)}"),
         ("target release", _short(record.target_release)),
         ("backend", str(record.backend or NO_MARK)),
@@ -280,7 +287,10 @@ def _host_section(outcome: HostOutcome) -> List[str]:
     ]
     if outcome.stats:
         rows.append(("play stats", ", ".join(f"{k} {v}" for k, v in sorted(outcome.stats.items()))))
-    lines = [f"### {outcome.host}", "", "| | |", "|---|---|"]
+    simulated = ""
+    if record.simulated:
+        simulated = f" (simulated: {record.simulated}: its numbers are not Jetson figures)"
+    lines = [f"### {outcome.host}{simulated}", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {_cell(value)} |" for name, value in rows]
     reasons = [f"- {name}: {_cell(reason)}" for name, gate in gates.items() for reason in gate.reasons]
     return [*lines, "", *reasons, *([""] if reasons else [])]
@@ -315,7 +325,7 @@ def _markdown(
         r = o.record
         cells = [
             o.host,
-            r.platform if r else None,
+            _platform_cell(r),
             f"{_short(r.release_before)} → {_short(r.release_after)}" if r else None,
             r.backend if r else None,
             _health_cell(r.gates.health if r else None),
