@@ -275,7 +275,7 @@ def _host_section(outcome: HostOutcome) -> List[str]:
     gates = record.gates
     rows: List[Tuple[str, str]] = [
         ("verdict", _verdict_cell(outcome.verdict)),
-        ("platform", _platform_cell(record)),
+        ("platform", _platform_cell(record) or NO_MARK),
         ("release", f"{_short(record.release_before)} → {_short(record.release_after)}"),
         ("target release", _short(record.target_release)),
         ("backend", str(record.backend or NO_MARK)),
