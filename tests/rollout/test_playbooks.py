@@ -218,6 +218,19 @@ def test_runner_config_takes_an_inventory_spin(tmp_path: Path) -> None:
     assert _rendered_config(tmp_path, "-e", "policy_service_spin_us=300")["spin_us"] == 300
 
 
+def test_runner_config_carries_cuda_graph_only_when_on(tmp_path: Path) -> None:
+    """policy_service_cuda_graph off (the default) adds no key, so existing configs keep their hash;
+    on, the runner config asks the TensorRT backend for a CUDA graph and the runtime accepts it."""
+    from jetpolicy.robot.config import config_from_dict
+
+    (tmp_path / "off").mkdir()
+    (tmp_path / "on").mkdir()
+    assert "cuda_graph" not in _rendered_config(tmp_path / "off")
+    on = _rendered_config(tmp_path / "on", "-e", "policy_service_cuda_graph=true")
+    assert on["cuda_graph"] is True
+    assert config_from_dict(on, base=tmp_path).cuda_graph is True
+
+
 def test_molecule_search_paths_match_ansible_cfg() -> None:
     """Molecule cannot read ansible.cfg; the paths it repeats must be ansible.cfg's."""
     config = yaml.safe_load((REPO / ".config" / "molecule" / "config.yml").read_text(encoding="utf-8"))
