@@ -187,7 +187,6 @@ def write_inventory(robots: Sequence[tuple[str, str, str]], key: Path, known_hos
         f"        ansible_ssh_private_key_file: {key}",
         "        ansible_ssh_common_args: >-",
         f"          -o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes",
-        "        jetpolicy_sim_robot: true",
         "      children:",
     ]
     for platform in PLATFORMS:
