@@ -352,3 +352,48 @@ def test_runner_reports_degraded_in_status_metrics_and_sd_notify(tmp_path: Path)
     assert final["miss_policy"]["entered"]["degraded"] == 1
     assert final["late_actions_dropped"] == 70
     assert "jetpolicy_degraded 0" in metrics_file.read_text()
+
+
+class ListSource:
+    """Yields the given observations one per poll, then the last one again."""
+
+    def __init__(self, observations: List[Dict[str, np.ndarray]]) -> None:
+        self.observations = observations
+        self.polls = 0
+
+    def poll(self) -> Optional[Dict[str, np.ndarray]]:
+        observation = self.observations[min(self.polls, len(self.observations) - 1)]
+        self.polls += 1
+        return observation
+
+    def close(self) -> None:
+        pass
+
+
+def test_nan_in_a_real_recurrent_policy_is_cleared_by_the_reset(recurrent_release: Path) -> None:
+    """A real recurrent policy (ONNX Runtime) fed one NaN observation: that tick publishes the safe
+    action, and the reset clears the NaN the model wrote into its state, so the next finite
+    observation gives a finite action again (without the reset every later tick is NaN)."""
+    from jetpolicy.robot.policy import load_policy
+
+    policy = load_policy(recurrent_release, backend="onnxruntime")
+    try:
+        spec = policy.observation_specs[0]
+        finite = {spec.name: np.full(spec.shape, 0.5, dtype=np.float32)}
+        poisoned = {spec.name: np.full(spec.shape, np.nan, dtype=np.float32)}
+        clock = FakeClock()
+        scheduler = DeadlineScheduler(0.02, 0.0002, now_ns=clock.now_ns, sleep_s=clock.sleep_s)
+        sink = RecordingSink()
+        source = ListSource([finite, poisoned, finite, finite])
+        loop = ControlLoop(policy, scheduler, source, sink, 5, clock_ns=clock.now_ns)
+        for _ in range(4):
+            loop.tick()
+        safe_value = round(float(policy.safe_action()[policy.action_specs[0].name][0, 0]), 4)
+        assert [safe for _, safe in sink.published] == [False, True, False, False]
+        assert sink.published[1][0] == safe_value
+        assert all(np.isfinite(value) for value, _ in sink.published)
+        assert loop.nonfinite_outputs == 1
+        # The tick after the reset starts from a zero state, as the first tick did.
+        assert sink.published[2][0] == sink.published[0][0]
+    finally:
+        policy.close()
