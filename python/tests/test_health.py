@@ -36,6 +36,19 @@ def test_too_few_ticks_is_unhealthy_with_the_numbers() -> None:
     assert "50.0 Hz" in report.reasons[0] and "90.0 Hz" in report.reasons[0]
 
 
+def test_degraded_miss_policy_is_unhealthy() -> None:
+    """A runner ticking at rate but degraded (the safe action commanded after N missed deadlines)
+    does not steer the robot: unhealthy, and the reason says so; hold or decay alone is not."""
+    degraded = {"state": "degraded", "safe_after": 20, "on_time_streak": 7, "recover_after": 50}
+    report = judge(status(100, 10.0), {**status(400, 13.0), "miss_policy": degraded}, 3.0, 0.9)
+    assert report.reasons == [
+        "runner is degraded: it missed 20 deadlines in a row and commands the safe action; 7 of 50 on-time"
+        " ticks to recover"
+    ]
+    holding = {**degraded, "state": "hold"}
+    assert judge(status(100, 10.0), {**status(400, 13.0), "miss_policy": holding}, 3.0, 0.9).healthy
+
+
 def test_stale_status_from_another_pid_is_unhealthy() -> None:
     """A status left behind by an earlier process is not evidence the new one runs."""
     report = judge(status(0, 10.0, pid=7), status(300, 13.0, pid=7), 3.0, 0.9, expected_pid=42)

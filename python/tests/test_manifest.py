@@ -126,3 +126,46 @@ def test_observation_layout_rejected(layout: Any, expected: str) -> None:
     with pytest.raises(ManifestError) as info:
         manifest_from_dict(raw, source="policy.json")
     assert expected in info.value.cause and info.value.cause.startswith("policy.json: ")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "values", "expected"),
+    [
+        pytest.param("safe_action", None, [0.0, "NaN"],
+                     r"safe_action\[actions\] has NaN or infinite values at index 1", id="safe-nan"),
+        pytest.param("safe_action", None, ["Infinity", 0.0],
+                     r"safe_action\[actions\] has NaN or infinite", id="safe-inf"),
+        pytest.param("action", "low", ["NaN", -1.0], r"action\[actions\]\.low has NaN values at index 0",
+                     id="low-nan"),
+        pytest.param("action", "high", [1.0, "NaN"], r"action\[actions\]\.high has NaN values at index 1",
+                     id="high-nan"),
+        pytest.param("action", "scale", [1.0, "-Infinity"], r"action\[actions\]\.scale has NaN or infinite",
+                     id="scale-inf"),
+    ],
+)  # fmt: skip
+def test_nonfinite_safe_action_and_limits_refused_at_load(
+    tmp_path: Path, section: str, key: Any, values: List[Any], expected: str
+) -> None:
+    """NaN in the safe action or the action limits (which Python's json reads from a bare NaN) is
+    refused when the file loads, naming the field and the index: NaN passes through the runtime's
+    clip untouched, so it would reach the robot as its safe command."""
+    raw = _raw()
+    numbers = [float(v) for v in values]
+    if key is None:
+        raw[section] = {"actions": numbers}
+    else:
+        raw[section]["actions"][key] = numbers
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(raw))  # writes bare NaN / Infinity, as a careless exporter would
+    assert "NaN" in path.read_text() or "Infinity" in path.read_text()
+    with pytest.raises(ManifestError, match=expected) as info:
+        load_manifest(path)
+    assert str(path) in info.value.cause and "finite" in info.value.fix
+
+
+def test_infinite_limit_means_no_limit() -> None:
+    """+-Infinity as a limit is accepted: it is what an absent limit means."""
+    raw = _raw()
+    raw["action"]["actions"] = {"low": [float("-inf"), -1.0], "high": [float("inf"), 1.0]}
+    manifest = manifest_from_dict(raw)
+    assert manifest.action["actions"].low == [float("-inf"), -1.0]

@@ -244,12 +244,16 @@ def test_policy_too_slow_for_its_rate_still_reports_status(tmp_path: Path) -> No
     )
     runner = Runner(config, duration_s=2.0)
     assert runner.serve(loop, 1000.0) == 0
-    # One write at start, one at stop, and one per two intervals (0.4, 0.8, 1.2, 1.6 s) between.
-    assert runner.writer.writes == 2 + 4
+    # One write at start, one at stop, one when the miss policy turns degraded (within the first
+    # 20 periods) and one per two intervals after it (0.4, 0.8, 1.2, 1.6 s).
+    assert runner.writer.writes == 2 + 1 + 4
     final = read_status(config.status_file)
     assert final is not None and final["stop_reason"] == "duration reached"
     assert final["overruns"] > 0 and final["skipped_periods"] > 0
     assert final["deadline_misses"] == final["ticks"]  # 1.5 ms of work never fits a 1 ms deadline
+    assert final["missed_deadlines"] == final["ticks"] + final["skipped_periods"]
+    assert final["miss_policy"]["state"] == "degraded"
+    assert final["late_actions_dropped"] == final["ticks"]  # not one late action went out
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="Linux only")

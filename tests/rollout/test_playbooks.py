@@ -231,6 +231,23 @@ def test_runner_config_carries_cuda_graph_only_when_on(tmp_path: Path) -> None:
     assert config_from_dict(on, base=tmp_path).cuda_graph is True
 
 
+def test_runner_config_miss_policy_defaults_to_the_runtime(tmp_path: Path) -> None:
+    """Unset policy_service_miss_policy: no miss_policy key, the runner's defaults apply; set, it
+    reaches runner.json as the object the runner validates."""
+    assert "miss_policy" not in _rendered_config(tmp_path)
+
+
+def test_runner_config_takes_an_inventory_miss_policy(tmp_path: Path) -> None:
+    """A miss policy from the inventory lands in runner.json as given, and the runner accepts it."""
+    from jetpolicy.robot.config import config_from_dict
+
+    value = '{"policy_service_miss_policy": {"hold_after": 3, "safe_after": 40}}'
+    config = _rendered_config(tmp_path, "-e", value)
+    assert config["miss_policy"] == {"hold_after": 3, "safe_after": 40}
+    runner = config_from_dict(config)
+    assert (runner.miss_policy.hold_after, runner.miss_policy.safe_after) == (3, 40)
+
+
 def test_molecule_search_paths_match_ansible_cfg() -> None:
     """Molecule cannot read ansible.cfg; the paths it repeats must be ansible.cfg's."""
     config = yaml.safe_load((REPO / ".config" / "molecule" / "config.yml").read_text(encoding="utf-8"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -212,14 +213,26 @@ def _tensor(raw: Any, default_role: str, source: str) -> TensorSpec:
     return TensorSpec(name=name, shape=list(shape), dtype=dtype, role=role)
 
 
-def _floats(raw: Any, length: int, what: str, source: str) -> List[float]:
+def _floats(raw: Any, length: int, what: str, source: str, allow_inf: bool = False) -> List[float]:
+    """`length` numbers; NaN never (Python's json reads a bare NaN), +-Infinity only if allowed."""
     if not isinstance(raw, list) or len(raw) != length:
         got = len(raw) if isinstance(raw, list) else type(raw).__name__
         raise ManifestError(f"{source}: {what} needs {length} numbers, got {got}", "fix the manifest")
     try:
-        return [float(v) for v in raw]
+        values = [float(v) for v in raw]
     except (TypeError, ValueError):
         raise ManifestError(f"{source}: {what} must contain only numbers", "fix the manifest") from None
+    bad = [i for i, v in enumerate(values) if math.isnan(v) or (math.isinf(v) and not allow_inf)]
+    if bad:
+        kind = "NaN or infinite" if not allow_inf else "NaN"
+        raise ManifestError(
+            f"{source}: {what} has {kind} values at index {', '.join(map(str, bad[:8]))}"
+            f"{' ...' if len(bad) > 8 else ''}",
+            "write finite numbers (a limit may be omitted, or +-Infinity for no limit on that side)"
+            if allow_inf
+            else "write finite numbers",
+        )
+    return values
 
 
 def _positive_int(raw: Any, what: str, source: str) -> int:
@@ -337,8 +350,9 @@ def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
         spec = by_out.get(tname)
         if spec is None:
             raise ManifestError(f"{source}: action transform for unknown output '{tname}'", "fix the name")
+        # A limit of +-Infinity means none on that side (as an absent one); NaN is never a limit.
         fields = {
-            key: _floats(tr[key], spec.size, f"action[{tname}].{key}", source)
+            key: _floats(tr[key], spec.size, f"action[{tname}].{key}", source, key in ("low", "high"))
             if tr.get(key) is not None
             else None
             for key in ("scale", "offset", "low", "high")

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from jetpolicy.common.errors import ConfigError
 from jetpolicy.robot.backends.base import BACKEND_KINDS
+from jetpolicy.robot.miss_policy import MissPolicyConfig
 from jetpolicy.robot.scheduler import OVERRUN_POLICIES
 from jetpolicy.robot.transport import (
     DEFAULT_ACTION_ADDRESS,
@@ -90,18 +91,20 @@ class RunnerConfig:
     warmup_ticks: int = 100
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
     watchdog: bool = True  # ping systemd at half of WATCHDOG_USEC when systemd sets it
+    miss_policy: MissPolicyConfig = field(default_factory=MissPolicyConfig)  # docs/miss-policy.md
 
 
 _TOP_KEYS = {
     "release_dir", "engine", "backend", "cuda_graph", "rate_hz", "spin_us", "overrun_policy", "status_file",
     "metrics_file", "status_interval_s", "transport", "stale_after_ticks", "warmup_ticks", "realtime",
-    "watchdog",
+    "watchdog", "miss_policy",
 }  # fmt: skip
 _TRANSPORT_KEYS = {
     "kind", "bind", "action_to", "seed", "path", "loop", "allowed_peers", "max_packets_per_tick",
     "allow_wildcard_bind",
 }  # fmt: skip
 _REALTIME_KEYS = {"sched_fifo_priority", "cpu_affinity", "mlockall", "gc_freeze", "required"}
+_MISS_POLICY_KEYS = {"hold_after", "decay_after", "safe_after", "recover_after"}
 
 
 def _fail(source: str, key: str, problem: str, fix: str) -> ConfigError:
@@ -225,6 +228,18 @@ def _realtime(raw: Any, source: str) -> RealtimeConfig:
     return RealtimeConfig(**values)
 
 
+def _miss_policy(raw: Any, source: str) -> MissPolicyConfig:
+    where = f"{source}: miss_policy"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be an object", 'write e.g. {"hold_after": 2, "safe_after": 20}')
+    _check_keys(raw, _MISS_POLICY_KEYS, source, "miss_policy")
+    values = {key: _number(raw, key, where, 1, 1_000_000, integer=True) for key in sorted(raw)}
+    try:
+        return MissPolicyConfig(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.cause}", exc.fix) from None
+
+
 def config_from_dict(raw: Any, source: str = "runner config", base: Optional[Path] = None) -> RunnerConfig:
     """Build a RunnerConfig from parsed JSON; raises ConfigError naming the first bad field."""
     base = base or Path.cwd()
@@ -268,6 +283,8 @@ def config_from_dict(raw: Any, source: str = "runner config", base: Optional[Pat
         values["realtime"] = _realtime(raw["realtime"], source)
     if "watchdog" in raw:
         values["watchdog"] = _bool(raw, "watchdog", source)
+    if raw.get("miss_policy") is not None:
+        values["miss_policy"] = _miss_policy(raw["miss_policy"], source)
     config = RunnerConfig(**values)
     rate = config.rate_hz
     if rate is not None and config.spin_us is not None and config.spin_us * 1e-6 >= 1.0 / rate:

@@ -47,6 +47,15 @@ def judge(
             f"status was written by pid {second.get('pid')}, "
             f"the service's main pid is {expected_pid} (stale status)"
         )
+    miss = second.get("miss_policy")
+    if isinstance(miss, dict) and miss.get("state") == "degraded":
+        # Ticking, but the policy does not steer: the loop misses its deadlines and the miss
+        # policy commands the safe action (docs/miss-policy.md).
+        report.reasons.append(
+            f"runner is degraded: it missed {miss.get('safe_after')} deadlines in a row and commands "
+            f"the safe action; {miss.get('on_time_streak')} of {miss.get('recover_after')} on-time "
+            "ticks to recover"
+        )
     if first.get("pid") != second.get("pid"):
         report.reasons.append("the runner restarted during the health window")
     ticks = int(second.get("ticks", 0)) - int(first.get("ticks", 0))

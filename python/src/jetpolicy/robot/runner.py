@@ -1,7 +1,8 @@
 """The policy service: a fixed-rate control loop from observations to actions.
 
 Per tick: wait for the absolute release -> take the newest observation -> policy.step (or the
-safe action when the input is stale) -> publish -> record timing. Status/metrics writes, watchdog
+safe action when the input is stale) -> publish what the miss policy allows (an action ready
+after its deadline is never published; docs/miss-policy.md) -> record timing. Status/metrics writes, watchdog
 pings and progress reporting run after the action is out and only when the slack before the next
 release allows, so they never delay an action.
 """
@@ -26,6 +27,7 @@ from jetpolicy.robot.config import (
     engine_for_release,
     load_config,
 )
+from jetpolicy.robot.miss_policy import DECAY, FRESH, HOLD, SAFE, MissPolicy, MissPolicyConfig
 from jetpolicy.robot.realtime import RealtimeResult, apply_realtime
 from jetpolicy.robot.scheduler import DeadlineScheduler, TickTiming
 from jetpolicy.robot.sdnotify import SdNotifier
@@ -95,7 +97,12 @@ class NullSink:
 
 
 class ControlLoop:
-    """One tick of the service; the runner and the bench share it so the bench measures the runner."""
+    """One tick of the service; the runner and the bench share it so the bench measures the runner.
+
+    What is published: the safe action when the input is stale or the policy's output is not
+    finite; otherwise what the miss policy says (robot/miss_policy.py): the fresh action when it is
+    ready before the tick's deadline, never one that is late.
+    """
 
     def __init__(
         self,
@@ -106,6 +113,7 @@ class ControlLoop:
         stale_after_ticks: int,
         stats: Optional[LoopStats] = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        miss_policy: Optional[MissPolicyConfig] = None,
     ) -> None:
         self.policy = policy
         self.scheduler = scheduler
@@ -114,11 +122,19 @@ class ControlLoop:
         self.stale = StaleTracker(stale_after_ticks)
         self.stats = stats or LoopStats(scheduler.period_ns)
         self.inference = Ring(self.stats.latency.capacity)
+        self.miss_policy = MissPolicy(miss_policy or MissPolicyConfig())
         self._clock_ns = clock_ns
         # Copied once: the safe action must not change if the policy reuses its buffers.
         self._safe = {name: np.array(value, copy=True) for name, value in policy.safe_action().items()}
+        # The last action published other than by hold/decay (what they hold and decay from), and
+        # the buffers for the blend and the finiteness check: allocated here, not per tick.
+        self._held = {name: np.array(value, copy=True) for name, value in self._safe.items()}
+        self._blend = {name: np.empty_like(value) for name, value in self._safe.items()}
+        self._finite = {name: np.empty(value.shape, dtype=bool) for name, value in self._safe.items()}
         self._observation: Optional[Mapping[str, np.ndarray]] = None
         self.safe_actions = 0
+        self.late_actions_dropped = 0  # inference results ready after their deadline, not published
+        self.nonfinite_outputs = 0  # ticks whose policy output held NaN or Inf
         self.sequence = 0  # sequence echoed in action packets: the observation's, else our tick count
 
     def tick(self) -> TickTiming:
@@ -128,24 +144,61 @@ class ControlLoop:
         if fresh:
             self._observation = observation
         stale = self.stale.update(fresh)
-        if stale or self._observation is None:
-            actions: Mapping[str, np.ndarray] = self._safe
-            self.safe_actions += 1
-            safe = True
-        else:
+        observed = None if stale else self._observation
+        inferred = observed is not None
+        actions: Mapping[str, np.ndarray] = self._safe
+        force_safe = not inferred
+        if observed is not None:
             before = self._clock_ns()
-            actions = self.policy.step(self._observation)
+            actions = self.policy.step(observed)
             self.inference.push(self._clock_ns() - before)
-            safe = False
+            if not self._all_finite(actions):
+                # NaN fed back through a recurrent state would stay there: start it afresh.
+                self.nonfinite_outputs += 1
+                self.policy.reset_state()
+                force_safe = True
+        late = self._clock_ns() > timing.deadline_ns
+        what = self.miss_policy.update(timing.skipped, late)
+        if inferred and late and not force_safe:
+            self.late_actions_dropped += 1
         self.sequence = getattr(self.source, "last_sequence", timing.index)
-        self.sink.publish(actions, self.sequence, safe)
+        if force_safe or what == SAFE:
+            self._publish_kept(self._safe, True)
+        elif what == FRESH:
+            self._publish_kept(actions, False)
+        elif what == HOLD:
+            self.sink.publish(self._held, self.sequence, False)
+        elif what == DECAY:
+            self.sink.publish(self._decayed(self.miss_policy.blend), self.sequence, False)
         timing = self.scheduler.end_tick()
         self.stats.record(timing.start_ns, timing.release_ns, timing.latency_ns)
         return timing
 
+    def _publish_kept(self, actions: Mapping[str, np.ndarray], safe: bool) -> None:
+        if safe:
+            self.safe_actions += 1
+        self.sink.publish(actions, self.sequence, safe)
+        for name, held in self._held.items():
+            np.copyto(held, actions[name], casting="same_kind")
+
+    def _all_finite(self, actions: Mapping[str, np.ndarray]) -> bool:
+        for name, flags in self._finite.items():
+            np.isfinite(actions[name], out=flags)
+            if not flags.all():
+                return False
+        return True
+
+    def _decayed(self, blend: float) -> Dict[str, np.ndarray]:
+        """held + blend * (safe - held): both ends lie within the action limits, so does the blend."""
+        for name, out in self._blend.items():
+            held = self._held[name]
+            np.subtract(self._safe[name], held, out=out)
+            np.multiply(out, blend, out=out, casting="same_kind")
+            np.add(out, held, out=out)
+        return self._blend
+
     def publish_safe(self) -> None:
-        self.safe_actions += 1
-        self.sink.publish(self._safe, self.sequence, True)
+        self._publish_kept(self._safe, True)
 
     def slack_ns(self) -> int:
         return self.scheduler.next_release_ns - self._clock_ns()
@@ -245,7 +298,10 @@ class Runner:
                 overrun_policy=config.overrun_policy,
             )
             stale_after = config.stale_after_ticks
-            loop = ControlLoop(policy, scheduler, source, sink, stale_after, clock_ns=self._now_ns)
+            loop = ControlLoop(
+                policy, scheduler, source, sink, stale_after, clock_ns=self._now_ns,
+                miss_policy=config.miss_policy,
+            )  # fmt: skip
             warm_up(policy, config.warmup_ticks)
             # Real-time settings after warm-up: the GC freeze then covers the loaded model.
             self.realtime = apply_realtime(config.realtime)
@@ -291,9 +347,20 @@ class Runner:
         end = start + int(self.duration_s * 1e9) if self.duration_s is not None else None
         next_status = start + interval_ns
         next_ping = start
+        degraded = False
         while not self.stop_requested:
             timing = loop.tick()
             now = timing.end_ns
+            if loop.miss_policy.degraded != degraded:
+                degraded = not degraded
+                if degraded:
+                    # Said at once: the safe action is out and the policy no longer steers, so
+                    # this tick has nothing left to protect.
+                    self.writer.write(self.snapshot())
+                    self.notifier.status(self.status_line())
+                    next_status = now + interval_ns
+                else:
+                    next_status = now  # recovered: reported at the next tick with slack
             if end is not None and now >= end:
                 self.stop_reason = "duration reached"
                 break
@@ -335,10 +402,15 @@ class Runner:
     def status_line(self) -> str:
         loop = getattr(self, "loop", None)
         ticks = loop.scheduler.ticks if loop is not None else 0
-        misses = loop.scheduler.deadline_misses if loop is not None else 0
-        return (
-            f"{self.state}: {ticks} ticks at {getattr(self, 'rate_hz', 0.0):g} Hz, {misses} deadline misses"
-        )
+        misses = loop.scheduler.missed_deadlines if loop is not None else 0
+        line = f"{ticks} ticks at {getattr(self, 'rate_hz', 0.0):g} Hz, {misses} missed deadlines"
+        if loop is not None and self.state == "running" and loop.miss_policy.degraded:
+            miss = loop.miss_policy
+            return (
+                f"degraded: safe action after {miss.config.safe_after} missed deadlines in a row; "
+                f"{miss.on_time_streak}/{miss.config.recover_after} on-time ticks to recover; {line}"
+            )
+        return f"{self.state}: {line}"
 
 
 def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str, Any]:
@@ -352,6 +424,8 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
             "latency_us": zero, "inference_us": zero, "period_error_us": {"p50": 0.0, "p99": 0.0, "max": 0.0},
             "jitter_us": 0.0, "drift_pct": 0.0, "stale_ticks": 0, "rejected_packets": 0,
             "rejected_by_reason": by_reason, "capped_polls": capped, "safe_actions": 0,
+            "missed_deadlines": 0, "late_actions_dropped": 0, "nonfinite_outputs": 0,
+            "miss_policy": MissPolicy(MissPolicyConfig()).to_dict(),
         }  # fmt: skip
     sched = loop.scheduler
     summary = loop.stats.summary_us()
@@ -361,6 +435,7 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
         "overruns": sched.overruns,
         "skipped_periods": sched.skipped_periods,
         "deadline_misses": sched.deadline_misses,
+        "missed_deadlines": sched.missed_deadlines,
         "deadline_miss_rate": round(sched.deadline_miss_rate, 6),
         "latency_us": summary["latency_us"],
         "inference_us": inference,
@@ -372,6 +447,9 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
         "rejected_by_reason": by_reason,
         "capped_polls": capped,
         "safe_actions": loop.safe_actions,
+        "late_actions_dropped": loop.late_actions_dropped,
+        "nonfinite_outputs": loop.nonfinite_outputs,
+        "miss_policy": loop.miss_policy.to_dict(),
     }
 
 

@@ -152,5 +152,13 @@ class DeadlineScheduler:
         return timing
 
     @property
+    def missed_deadlines(self) -> int:
+        """Periods whose action was not out by their deadline: late ticks plus skipped periods
+        (for the robot a period that never ran is a missed deadline too)."""
+        return self.deadline_misses + self.skipped_periods
+
+    @property
     def deadline_miss_rate(self) -> float:
-        return self.deadline_misses / self.ticks if self.ticks else 0.0
+        """Missed deadlines per release (ticks run + periods skipped)."""
+        releases = self.ticks + self.skipped_periods
+        return self.missed_deadlines / releases if releases else 0.0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.robot.miss_policy import MISS_STATES
 
 __all__ = [
     "STATUS_REQUIRED_KEYS",
@@ -101,10 +102,22 @@ def render_prometheus(status: Mapping[str, Any]) -> str:
         ("jetpolicy_overruns_total", "overruns", "Releases found already passed (skip policy)."),
         ("jetpolicy_stale_ticks_total", "stale_ticks", "Ticks with no fresh observation (stale)."),
         ("jetpolicy_safe_actions_total", "safe_actions", "Safe actions published instead of inference."),
+        ("jetpolicy_missed_deadlines_total", "missed_deadlines", "Periods whose action was late or skipped."),
+        ("jetpolicy_late_actions_dropped_total", "late_actions_dropped",
+         "Inference results ready after their deadline, not published."),
+        ("jetpolicy_nonfinite_outputs_total", "nonfinite_outputs", "Policy outputs with NaN or Inf."),
     )
     for name, key, help_text in counters:
         metric(name, "counter", help_text, [f"{name} {int(status[key])}"])
-    metric("jetpolicy_deadline_miss_ratio", "gauge", "Ticks whose work ended after their absolute deadline.",
+    miss = status["miss_policy"]
+    metric("jetpolicy_degraded", "gauge", "1 while the miss policy commands the safe action.",
+           [f"jetpolicy_degraded {1 if miss['state'] == 'degraded' else 0}"])
+    metric("jetpolicy_miss_policy_state", "gauge", "The miss policy's state (1 for the current one).",
+           [f'jetpolicy_miss_policy_state{{state="{name}"}} {int(miss["state"] == name)}'
+            for name in MISS_STATES])
+    metric("jetpolicy_consecutive_missed_deadlines", "gauge", "Missed deadlines in a row right now.",
+           [f"jetpolicy_consecutive_missed_deadlines {int(miss['consecutive_misses'])}"])
+    metric("jetpolicy_deadline_miss_ratio", "gauge", "Releases whose action was late or skipped.",
            [f"jetpolicy_deadline_miss_ratio {status['deadline_miss_rate']:.6g}"])
     latency = status["latency_us"]
     quantiles = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"), ("1", "max"))
