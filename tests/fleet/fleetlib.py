@@ -29,7 +29,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], check: bool = False, timeout: int = 900) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+# A first deploy to the emulated aarch64 robot installs its runtime under qemu (about 25x slower
+# than native) while the x86 tests load the same two cores: 15 min was seen to be too short.
+PLAYBOOK_TIMEOUT_S = 1800
+
+
+def run(argv: list[str], check: bool = False, timeout: int = PLAYBOOK_TIMEOUT_S) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
     return subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, check=check, timeout=timeout)
 
 
