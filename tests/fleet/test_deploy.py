@@ -142,6 +142,10 @@ def test_checksum_mismatch_on_the_robot_is_refused(
 ) -> None:
     """A release whose model was altered on the robot is not reused: the deploy stops naming the file."""
     robot = fleet["sim-orin-2"]
+    # Its own state, whatever ran before: release a on disk, b running (no-ops when already so).
+    for name in ("a", "b"):
+        setup = ansible_playbook("deploy.yml", "-l", robot.name, "-e", f"jetpolicy_policy_dir={policies[name]}")
+        assert setup.returncode == 0, setup.stdout[-3000:]
     old = release_id(policies["a"])
     assert robot.current() != old  # the altered release is not the running one
     podman_exec(robot.name, "sh", "-c", f"printf x >> /opt/jetpolicy/releases/{old}/policy.onnx")
