@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
+from release_tree import config, runtime, stage
 
 from jetpolicy.cli import main
 from jetpolicy.robot import releases
@@ -19,26 +20,6 @@ from jetpolicy.robot.releases import (
     rollback_target,
     switch_release,
 )
-
-
-def stage(root: Path, release_id: str) -> None:
-    release = root / "releases" / release_id
-    release.mkdir(parents=True)
-    (release / "policy.onnx").write_bytes(b"onnx")
-    (release / "policy.json").write_text("{}")
-
-
-def runtime(root: Path, key: str) -> str:
-    venv = root / "runtime" / "venvs" / key
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "jetpolicy").write_text("#!/bin/sh\n")
-    return str(venv)
-
-
-def config(root: Path, name: str) -> str:
-    (root / "configs").mkdir(exist_ok=True)
-    (root / "configs" / name).write_text(json.dumps({"name": name}))
-    return name
 
 
 def test_a_record_after_a_torn_line_starts_its_own_line(tmp_path: Path) -> None:
