@@ -39,10 +39,10 @@ def engine_of(release: str) -> str:
 @pytest.fixture(scope="module")
 def jetson(jetson_fleet: Robot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     base = tmp_path_factory.mktemp("jetson-policies")
-    # 50 Hz: the emulated robot shares two cores with the x86 tests (inventory/sim/group_vars/jetson_robots.yml).
+    # 10 Hz: the emulated robot shares two cores with the x86 tests (inventory/sim/group_vars/jetson_robots.yml).
     yield {
-        "a": make_policy(base / "a", "--seed", "61", "--rate-hz", "50"),
-        "b": make_policy(base / "b", "--seed", "62", "--rate-hz", "50"),
+        "a": make_policy(base / "a", "--seed", "61", "--rate-hz", "10"),
+        "b": make_policy(base / "b", "--seed", "62", "--rate-hz", "10"),
     }
 
 
