@@ -40,6 +40,17 @@ options:
     description: Estimated size of the runtime bundle still to be installed (0 when installed).
     type: int
     default: 0
+  artifact_present_path:
+    description:
+      - A file whose existence means the policy files are already on the robot; O(artifact_bytes)
+        then counts as 0. Looked up here, so the caller needs no stat task of its own.
+    type: path
+  engine_present_path:
+    description: Like O(artifact_present_path), for O(engine_bytes) (the release's engine link).
+    type: path
+  runtime_present_path:
+    description: Like O(artifact_present_path), for O(runtime_bytes) (the runtime the service runs).
+    type: path
   max_memory_used_pct:
     description: Maximum share of memory in use (100 - MemAvailable/MemTotal), in percent.
     type: int
@@ -71,6 +82,7 @@ EXAMPLES = r"""
     path: /opt/jetpolicy
     min_free_mb: 512
     artifact_bytes: 52428800
+    artifact_present_path: /opt/jetpolicy/releases/0123456789abcdef/policy.onnx
     engine_bytes: 104857600
   register: preflight
 
@@ -92,6 +104,11 @@ free_mb:
 needed_mb:
   description: MiB this deploy needs free at O(path) (the parts in RV(space_parts), summed).
   type: int
+  returned: always
+already_present:
+  description: Which of C(artifact), C(engine), C(runtime) were found at their O(artifact_present_path)-style paths.
+  type: list
+  elements: str
   returned: always
 space_parts:
   description: What the requirement is made of, as C([what, MiB]) pairs; the margin last.
@@ -171,6 +188,9 @@ def main():
             artifact_bytes=dict(type="int", default=0),
             engine_bytes=dict(type="int", default=0),
             runtime_bytes=dict(type="int", default=0),
+            artifact_present_path=dict(type="path"),
+            engine_present_path=dict(type="path"),
+            runtime_present_path=dict(type="path"),
             max_memory_used_pct=dict(type="int", default=90),
             max_temp_c=dict(type="int", default=85),
             thermal_glob=dict(type="str", default="/sys/class/thermal/thermal_zone*"),
@@ -188,11 +208,19 @@ def main():
     memory = parse_meminfo(_read("/proc/meminfo"))
     total_mb, available_mb = memory["memory_total_mb"], memory["memory_available_mb"]
     temperatures = read_temperatures(module.params["thermal_glob"])
+    already_present = [
+        part for part in ("artifact", "engine", "runtime")
+        if module.params[part + "_present_path"] and os.path.exists(module.params[part + "_present_path"])
+    ]
+    still_needed = dict(
+        (part, 0 if part in already_present else module.params[part + "_bytes"])
+        for part in ("artifact", "engine", "runtime")
+    )
     needed_mb, space_parts = space_needed(
         module.params["min_free_mb"],
-        artifact_bytes=module.params["artifact_bytes"],
-        engine_bytes=module.params["engine_bytes"],
-        runtime_bytes=module.params["runtime_bytes"],
+        artifact_bytes=still_needed["artifact"],
+        engine_bytes=still_needed["engine"],
+        runtime_bytes=still_needed["runtime"],
     )
     problems, notes = preflight_verdicts(
         path=path,
@@ -222,6 +250,7 @@ def main():
             module.warn(time_message[len("WARNING: "):])
     module.exit_json(
         changed=False,
+        already_present=already_present,
         ntp_synchronized=ntp,
         measured_path=measured,
         free_mb=free_mb,
