@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export CONTAINERS_CONF := $(abspath sim/containers.conf)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: setup example fleet demo test lint unit integration molecule bench clean
+.PHONY: setup example fleet demo test lint unit integration molecule bench bench-fleet clean
 
 setup:
 	bash scripts/setup.sh
@@ -28,6 +28,11 @@ test: setup
 
 bench: setup
 	$(PY) bench/runner_vs_naive.py
+
+# Replaces the sim fleet with ROBOTS fresh robots; `make fleet` brings the test fleet back.
+ROBOTS ?= 20
+bench-fleet: setup
+	$(PY) bench/fleet_scale.py --robots $(ROBOTS) --json reports/bench/fleet-$(ROBOTS).json
 
 clean:
 	$(PY) sim/fleet.py down || true
