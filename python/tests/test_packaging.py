@@ -15,6 +15,7 @@ import pytest
 
 from jetpolicy.cli import COMMANDS, build_parser
 from jetpolicy.common.errors import ConfigError
+from jetpolicy.common.schema import SCHEMA_NAMES
 from jetpolicy.controller.bundle import (
     BundleError,
     bundle_key,
@@ -61,6 +62,7 @@ def test_robot_wheel_has_only_the_robot_side_and_its_cli_runs(tmp_path: Path) ->
     (wheel,) = (tmp_path / "dist").glob("jetpolicy-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "jetpolicy/robot/runner.py" in names
+    assert {f"jetpolicy/common/schemas/{n}.schema.json" for n in SCHEMA_NAMES} <= set(names)
     assert not [n for n in names if n.startswith("jetpolicy/controller/")]
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
@@ -68,6 +70,7 @@ def test_robot_wheel_has_only_the_robot_side_and_its_cli_runs(tmp_path: Path) ->
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); import jetpolicy, jetpolicy.cli as cli;"
         "assert jetpolicy.__file__.startswith(sys.argv[1]), jetpolicy.__file__;"
+        "from jetpolicy.common.schema import SCHEMA_NAMES as N, load_schema; [load_schema(n) for n in N];"
         "print(cli.controller_installed());"
         "cli.main(['--help'])"
     )

@@ -213,6 +213,16 @@ def test_runner_config_leaves_the_spin_to_the_runtime(tmp_path: Path) -> None:
     assert config["release_dir"] == "/opt/jetpolicy/current"
 
 
+def test_rendered_runner_config_matches_its_schema(tmp_path: Path) -> None:
+    """The template's output is valid against runner-config.schema.json, and it leaves
+    schema_version out (absent means 1) so configs keep their content hash (docs/schemas.md)."""
+    from jetpolicy.common.schema import load_schema
+
+    config = _rendered_config(tmp_path, "-e", "policy_service_spin_us=300", "-e", "policy_service_cuda_graph=true")
+    assert load_schema("runner-config").problems(config) == []
+    assert "schema_version" not in config
+
+
 def test_runner_config_takes_an_inventory_spin(tmp_path: Path) -> None:
     """A spin set in the inventory (or -e) reaches the runner config as an integer."""
     assert _rendered_config(tmp_path, "-e", "policy_service_spin_us=300")["spin_us"] == 300

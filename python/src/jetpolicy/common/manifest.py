@@ -14,9 +14,17 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from jetpolicy.common.errors import ManifestError
+from jetpolicy.common.schema import (
+    SchemaProblem,
+    describe_problems,
+    load_schema,
+    parse_checked,
+    version_problem,
+)
 
 __all__ = [
     "MANIFEST_FORMAT",
+    "MANIFEST_SCHEMA",
     "SUPPORTED_DTYPES",
     "TENSOR_ROLES",
     "ActionTransform",
@@ -30,7 +38,9 @@ __all__ = [
     "sha256_file",
 ]
 
+# The manifest's schema major version is its `format` field (docs/schemas.md).
 MANIFEST_FORMAT = 1
+MANIFEST_SCHEMA = "policy-manifest"
 SUPPORTED_DTYPES = ("float32", "float16", "int64", "int32", "bool")
 TENSOR_ROLES = ("observation", "state", "action", "output")
 
@@ -278,14 +288,29 @@ def _layout_terms(tname: str, raw_terms: Any, spec: TensorSpec, source: str) -> 
 
 
 def manifest_from_dict(raw: Any, source: str = "manifest") -> PolicyManifest:
+    """Check `raw` against the schema and the rules it cannot express; ManifestError names the field."""
     if not isinstance(raw, dict):
         raise ManifestError(f"{source}: top level must be a JSON object", "regenerate the manifest")
-    fmt = raw.get("format", MANIFEST_FORMAT)
-    if fmt != MANIFEST_FORMAT:
+    problem = version_problem(raw, "format", MANIFEST_FORMAT)
+    if problem:
+        newer = isinstance(raw.get("format"), int) and raw["format"] > MANIFEST_FORMAT
         raise ManifestError(
-            f"{source}: manifest format {fmt} is not supported (this jetpolicy reads {MANIFEST_FORMAT})",
-            "regenerate it with this jetpolicy version",
+            f"{source}: manifest format is not supported: {problem}",
+            "deploy the jetpolicy runtime that exported it (or a newer one) with this policy"
+            if newer
+            else "regenerate it with this jetpolicy version",
         )
+
+    def refuse(problems: List[SchemaProblem]) -> ManifestError:
+        return ManifestError(
+            f"{source}: {describe_problems(problems, MANIFEST_SCHEMA)}",
+            "fix the manifest or regenerate it with `jetpolicy export` (docs/schemas.md)",
+        )
+
+    return parse_checked(load_schema(MANIFEST_SCHEMA), raw, lambda: _parse(raw, source), refuse)
+
+
+def _parse(raw: Dict[str, Any], source: str) -> PolicyManifest:
     name = _require(raw, "name", str, source)
     sha = _require(raw, "sha256", str, source)
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.common.schema import SchemaProblem, load_schema, parse_checked, version_problem
 
 __all__ = [
     "GATE_NAMES",
     "GATE_STATUSES",
+    "HOST_RECORD_SCHEMA",
+    "HOST_RECORD_SCHEMA_VERSION",
     "OUTCOME_VERDICTS",
     "RECORD_VERDICTS",
     "GateResult",
@@ -34,6 +37,7 @@ __all__ = [
     "TimingGate",
     "finite_or_none",
     "load_host_record",
+    "off_schema",
 ]
 
 GATE_NAMES = ("health", "timing", "parity")
@@ -42,6 +46,10 @@ GATE_STATUSES = ("passed", "failed", "skipped")
 RECORD_VERDICTS = ("promoted", "unchanged", "rolled_back", "staged")
 # What the report can say about a host: a record's verdict, or one taken from the play stats.
 OUTCOME_VERDICTS = (*RECORD_VERDICTS, "failed", "unreachable", "not reached")
+
+# The record's `schema_version` (host-record.schema.json, docs/schemas.md); absent in older records: 1.
+HOST_RECORD_SCHEMA = "host-record"
+HOST_RECORD_SCHEMA_VERSION = 1
 
 Number = Union[int, float]
 
@@ -57,6 +65,13 @@ class RecordError(JetpolicyError):
             f"{where}: {problem}",
             "records are written by roles/policy_gate/tasks/record.yml; re-run the rollout for this host",
         )
+
+
+def off_schema(source: str, schema: str, problems: List[SchemaProblem]) -> RecordError:
+    """The RecordError for a document off its schema: the first problem's field, and the count."""
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    first = problems[0]
+    return RecordError(source, first.path, f"{first.message}{more}, against {schema}.schema.json")
 
 
 def finite_or_none(value: Optional[float]) -> Optional[float]:
@@ -405,6 +420,7 @@ class HostRecord:
     gates: Gates = field(default_factory=Gates)
     rollback: Optional[Rollback] = None
     message: str = ""
+    schema_version: int = HOST_RECORD_SCHEMA_VERSION
 
     @staticmethod
     def field_names() -> Tuple[str, ...]:
@@ -413,6 +429,7 @@ class HostRecord:
 
     def to_json(self) -> Dict[str, Any]:
         return {
+            "schema_version": self.schema_version,
             "host": self.host,
             "platform": self.platform,
             "is_l4t": self.is_l4t,
@@ -430,6 +447,20 @@ class HostRecord:
     @classmethod
     def from_json(cls, data: Any, source: str, default_host: Optional[str] = None) -> HostRecord:
         """Parse one record; `source` (the file) and the field name are in every error."""
+        if isinstance(data, Mapping):
+            problem = version_problem(data, "schema_version", HOST_RECORD_SCHEMA_VERSION)
+            if problem:
+                raise RecordError(source, "schema_version", f"{problem}; update this controller checkout")
+
+        return parse_checked(
+            load_schema(HOST_RECORD_SCHEMA),
+            data,
+            lambda: cls._parse(data, source, default_host),
+            lambda problems: off_schema(source, HOST_RECORD_SCHEMA, problems),
+        )
+
+    @classmethod
+    def _parse(cls, data: Any, source: str, default_host: Optional[str]) -> HostRecord:
         reader = _Reader(data, source)
         reader.only(cls.field_names())
         host = reader.text("host") or default_host

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.common.schema import describe_problems, load_schema, parse_checked, version_problem
 from jetpolicy.controller.record import (
     OUTCOME_VERDICTS,
     GateResult,
@@ -27,10 +28,13 @@ from jetpolicy.controller.record import (
     RecordError,
     TimingGate,
     load_host_record,
+    off_schema,
 )
 
 __all__ = [
     "BAD_VERDICTS",
+    "REPORT_SCHEMA",
+    "REPORT_SCHEMA_VERSION",
     "HostOutcome",
     "ReportSummary",
     "host_outcomes",
@@ -43,6 +47,9 @@ __all__ = [
 # Verdicts that make a run not ok. `unreachable` and `not reached` come from the play stats.
 BAD_VERDICTS = ("rolled_back", "failed", "unreachable")
 OK_MARK, BAD_MARK, NO_MARK = "✔", "✘", "—"
+# report.json's `schema_version` (rollout-report.schema.json, docs/schemas.md).
+REPORT_SCHEMA = "rollout-report"
+REPORT_SCHEMA_VERSION = 1
 # Keys report.json adds to a host's record.
 OUTCOME_KEYS = ("why", "stats")
 
@@ -368,6 +375,7 @@ def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> Rep
     ok, verdict, reason = overall(outcomes)
     paths = _paths(report_dir)
     document = {
+        "schema_version": REPORT_SCHEMA_VERSION,
         "run_id": run_id,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "ok": ok,
@@ -377,6 +385,12 @@ def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> Rep
         "hosts": [o.to_json() for o in outcomes],
         "problems": [str(exc) for exc in bad.values()],
     }
+    problems = load_schema(REPORT_SCHEMA).problems(document)
+    if problems:  # a bug here, not in the records: bad records are already outcomes of their own
+        raise JetpolicyError(
+            f"{paths['json']} not written: {describe_problems(problems, REPORT_SCHEMA)}",
+            "report this jetpolicy bug with the host records of the run",
+        )
     _write_atomic(paths["json"], json.dumps(document, indent=2, sort_keys=True) + "\n")
     _write_atomic(paths["markdown"], _markdown(run_id, run, outcomes, ok, verdict, reason) + "\n")
     from jetpolicy.controller.report_plot import plot_latency  # matplotlib: controller only
@@ -408,6 +422,19 @@ def read_summary(report_dir: Path) -> ReportSummary:
         raise RecordError(source, "", f"unreadable report: {exc}") from exc
     if not isinstance(data, dict):
         raise RecordError(source, "", "expected a JSON object")
+    problem = version_problem(data, "schema_version", REPORT_SCHEMA_VERSION)
+    if problem:
+        raise RecordError(source, "schema_version", f"{problem}; update this controller checkout")
+
+    return parse_checked(
+        load_schema(REPORT_SCHEMA),
+        data,
+        lambda: _summary(data, source, Path(report_dir)),
+        lambda problems: off_schema(source, REPORT_SCHEMA, problems),
+    )
+
+
+def _summary(data: Dict[str, Any], source: str, report_dir: Path) -> ReportSummary:
     for key, kind in (("ok", bool), ("reason", str), ("verdict", str), ("run_id", str), ("hosts", list)):
         if not isinstance(data.get(key), kind):
             raise RecordError(source, key, f"expected {kind.__name__}, got {data.get(key)!r}"[:200])

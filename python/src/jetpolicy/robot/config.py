@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from jetpolicy.common.errors import ConfigError
+from jetpolicy.common.schema import (
+    SchemaProblem,
+    describe_problems,
+    load_schema,
+    parse_checked,
+    version_problem,
+)
 from jetpolicy.robot.backends.base import BACKEND_KINDS
 from jetpolicy.robot.miss_policy import MissPolicyConfig
 from jetpolicy.robot.scheduler import OVERRUN_POLICIES
@@ -25,6 +32,8 @@ from jetpolicy.robot.transport import (
 )
 
 __all__ = [
+    "CONFIG_SCHEMA",
+    "CONFIG_SCHEMA_VERSION",
     "DEFAULT_SPIN_US",
     "MAX_AUTO_SPIN_US",
     "TRANSPORT_KINDS",
@@ -38,6 +47,10 @@ __all__ = [
 ]
 
 TRANSPORT_KINDS = ("udp", "unix", "synthetic", "replay")
+# runner.json's `schema_version` (docs/schemas.md). The template leaves it out while it is 1: configs
+# are content-addressed, and a new line in every one would redeploy each robot's config unchanged.
+CONFIG_SCHEMA = "runner-config"
+CONFIG_SCHEMA_VERSION = 1
 # Measured on the 2-core CI machine (bench/README.md): a sleeping thread wakes 50-150 us late at
 # 500-1000 Hz, and up to a few hundred us after the long idle of a 50 Hz period. So the spin is
 # 3 % of the period, at least 250 us and at most 1 ms: the start lands on the release while the
@@ -95,9 +108,9 @@ class RunnerConfig:
 
 
 _TOP_KEYS = {
-    "release_dir", "engine", "backend", "cuda_graph", "rate_hz", "spin_us", "overrun_policy", "status_file",
-    "metrics_file", "status_interval_s", "transport", "stale_after_ticks", "warmup_ticks", "realtime",
-    "watchdog", "miss_policy",
+    "schema_version", "release_dir", "engine", "backend", "cuda_graph", "rate_hz", "spin_us",
+    "overrun_policy", "status_file", "metrics_file", "status_interval_s", "transport", "stale_after_ticks",
+    "warmup_ticks", "realtime", "watchdog", "miss_policy",
 }  # fmt: skip
 _TRANSPORT_KEYS = {
     "kind", "bind", "action_to", "seed", "path", "loop", "allowed_peers", "max_packets_per_tick",
@@ -242,11 +255,28 @@ def _miss_policy(raw: Any, source: str) -> MissPolicyConfig:
 
 def config_from_dict(raw: Any, source: str = "runner config", base: Optional[Path] = None) -> RunnerConfig:
     """Build a RunnerConfig from parsed JSON; raises ConfigError naming the first bad field."""
-    base = base or Path.cwd()
+    base_dir = base or Path.cwd()
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: top level must be a JSON object", "see docs/architecture.md Runner config"
         )
+    problem = version_problem(raw, "schema_version", CONFIG_SCHEMA_VERSION)
+    if problem:
+        raise ConfigError(
+            f"{source}: {problem}",
+            "deploy the jetpolicy runtime that goes with this config (deploy.yml switches both together)",
+        )
+
+    def refuse(problems: List[SchemaProblem]) -> ConfigError:
+        return ConfigError(
+            f"{source}: {describe_problems(problems, CONFIG_SCHEMA)}",
+            "fix the policy_service variables that template it (docs/schemas.md)",
+        )
+
+    return parse_checked(load_schema(CONFIG_SCHEMA), raw, lambda: _config(raw, source, base_dir), refuse)
+
+
+def _config(raw: Dict[str, Any], source: str, base: Path) -> RunnerConfig:
     _check_keys(raw, _TOP_KEYS, source, "the top level")
     if "release_dir" not in raw:
         raise ConfigError(

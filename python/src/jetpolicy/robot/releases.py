@@ -36,21 +36,27 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from jetpolicy.common.errors import ConfigError, JetpolicyError
+from jetpolicy.common.schema import describe_problems, load_schema, version_problem
 
 __all__ = [
     "CONFIG_DIR",
     "CONFIG_LINK",
     "DEPLOYMENTS_DIR",
     "DEPLOYMENT_LINK",
+    "HISTORY_SCHEMA",
+    "HISTORY_SCHEMA_VERSION",
     "REQUIRED_FILES",
     "RUNTIME_LINK",
     "Deployment",
+    "History",
+    "HistoryVersionError",
     "SwitchResult",
     "current_deployment",
     "current_release",
     "prune_engines",
     "prune_releases",
     "read_history",
+    "read_history_checked",
     "read_history_counted",
     "register",
     "releases_to_prune",
@@ -67,6 +73,9 @@ CONFIG_DIR = Path("configs")
 DEPLOYMENT_LINK = Path("deployment")
 DEPLOYMENTS_DIR = Path("deployments")
 RELEASE_LINK = Path("current")
+# Each history line's `schema_version` (release-history-record.schema.json, docs/schemas.md).
+HISTORY_SCHEMA = "release-history-record"
+HISTORY_SCHEMA_VERSION = 1
 # What each of the service's paths points at once it goes through <root>/deployment.
 _INDIRECT = {
     RELEASE_LINK: "deployment/release",
@@ -82,6 +91,10 @@ class Deployment:
     runtime: Optional[str] = None
     # File name under <root>/configs/.
     config: Optional[str] = None
+
+
+class HistoryVersionError(JetpolicyError):
+    """The history holds records of a newer schema_version, so no rollback target can be trusted."""
 
 
 @dataclass(frozen=True)
@@ -124,26 +137,53 @@ def current_deployment(root: Path) -> Deployment:
     )
 
 
-def read_history_counted(root: Path) -> Tuple[List[Dict[str, Any]], int]:
-    """The history records and how many lines could not be read (a torn write, a damaged disk)."""
+@dataclass(frozen=True)
+class History:
+    """The history records a reader can use, and one line per record it had to pass over."""
+
+    records: List[Dict[str, Any]]
+    # "<file> line N: why", for torn lines and records off the schema.
+    unreadable: List[str]
+    # The same for records a newer jetpolicy wrote (a newer schema_version): what they say is unknown.
+    newer: List[str]
+
+
+def read_history_checked(root: Path) -> History:
+    """Every history line read and checked against the schema; no line is ever a reason to fail."""
     path = root / "history.jsonl"
     if not path.exists():
-        return [], 0
-    records = []
-    skipped = 0
-    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        return History([], [], [])
+    schema = load_schema(HISTORY_SCHEMA)
+    history = History([], [], [])
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{path} line {number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             record = None
         # A torn line after power loss must not block a rollback: counted and passed over.
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            skipped += 1
-    return records, skipped
+        if not isinstance(record, dict):
+            history.unreadable.append(f"{where}: not a JSON object (torn)")
+            continue
+        problem = version_problem(record, "schema_version", HISTORY_SCHEMA_VERSION)
+        if problem:
+            history.newer.append(f"{where}: {problem}")
+            continue
+        problems = schema.problems(record)
+        if problems:
+            history.unreadable.append(f"{where}: {describe_problems(problems, HISTORY_SCHEMA)}")
+            continue
+        history.records.append(record)
+    return history
+
+
+def read_history_counted(root: Path) -> Tuple[List[Dict[str, Any]], int]:
+    """The history records and how many lines could not be read (a torn write, a damaged disk)."""
+    history = read_history_checked(root)
+    return history.records, len(history.unreadable) + len(history.newer)
 
 
 def read_history(root: Path) -> List[Dict[str, Any]]:
@@ -348,6 +388,7 @@ def _switch(root: Path, wanted: Deployment, reason: str, action: str, notes: str
         return result
     _apply(root, previous, target)
     record = {
+        "schema_version": HISTORY_SCHEMA_VERSION,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "action": action,
         "from": previous.release,
@@ -391,7 +432,15 @@ def rollback_deployment(root: Path) -> Deployment:
     current = current_deployment(root)
     if current.release is None:
         raise JetpolicyError(f"{root}/current does not exist", "deploy a release first")
-    history, skipped = read_history_counted(root)
+    read = read_history_checked(root)
+    if read.newer:
+        # The records this jetpolicy cannot read may be the switch into the current deployment:
+        # guessing past them could return to the wrong one.
+        raise HistoryVersionError(
+            f"cannot pick a rollback target: {read.newer[0]}",
+            "roll back with the newer jetpolicy that wrote it (its runtime's bin/jetpolicy release rollback)",
+        )
+    history, skipped = read.records, len(read.unreadable)
     # Exact match first; then on the release alone, for a switch whose history line was never
     # written (power lost after the rename), or links moved one at a time by an older runtime.
     for wanted in (current, Deployment(current.release)):
@@ -457,6 +506,8 @@ def prune_releases(root: Path, keep: int, also_keep: Iterable[str] = ()) -> List
     )  # fmt: skip
     try:
         previous: Optional[str] = rollback_target(root)
+    except HistoryVersionError:
+        raise  # which release a rollback needs is unknown: remove none
     except JetpolicyError:
         previous = None  # no current release, or nothing before it
     removed = releases_to_prune(found, [current_release(root), previous, *also_keep], keep)
@@ -532,15 +583,17 @@ def _main(args: argparse.Namespace) -> int:
             target: Optional[Dict[str, Any]] = asdict(rollback_deployment(root))
         except JetpolicyError:
             target = None
-        history, skipped = read_history_counted(root)
+        read = read_history_checked(root)
         print(
             json.dumps(
                 {
                     "current": asdict(current_deployment(root)),
                     "deployment": _link_target_text(root / DEPLOYMENT_LINK),
                     "rollback_target": target,
-                    "history": history,
-                    "history_unreadable_lines": skipped,
+                    "history": read.records,
+                    "history_unreadable_lines": len(read.unreadable) + len(read.newer),
+                    # Which lines, and why: torn, off the schema, or written by a newer jetpolicy.
+                    "history_problems": read.unreadable + read.newer,
                 }
             )
         )

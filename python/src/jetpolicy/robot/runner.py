@@ -33,7 +33,7 @@ from jetpolicy.robot.scheduler import DeadlineScheduler, TickTiming
 from jetpolicy.robot.sdnotify import SdNotifier
 from jetpolicy.robot.sources import ReplaySource, SyntheticSource
 from jetpolicy.robot.stats import LoopStats, Ring
-from jetpolicy.robot.status import StatusWriter
+from jetpolicy.robot.status import STATUS_SCHEMA_VERSION, StatusWriter
 from jetpolicy.robot.transport import REJECT_REASONS, DatagramTransport, StaleTracker
 
 __all__ = [
@@ -381,6 +381,7 @@ class Runner:
         loop: Optional[ControlLoop] = getattr(self, "loop", None)
         policy = loop.policy if loop is not None else None
         status: Dict[str, Any] = {
+            "schema_version": STATUS_SCHEMA_VERSION,
             "state": self.state,
             "pid": _getpid(),
             "release": str(self.config.release_dir.resolve()),

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from jetpolicy.common.errors import JetpolicyError
+from jetpolicy.common.schema import describe_problems, load_schema, version_problem
 from jetpolicy.robot.miss_policy import MISS_STATES
 
 __all__ = [
     "STATUS_REQUIRED_KEYS",
+    "STATUS_SCHEMA",
+    "STATUS_SCHEMA_VERSION",
     "StatusFileError",
     "StatusWriter",
     "read_status",
@@ -26,6 +29,9 @@ __all__ = [
 # What every reader relies on (docs/architecture.md has the whole schema); a document without one
 # of these was not written by the runner, or not completely.
 STATUS_REQUIRED_KEYS = ("state", "pid", "rate_hz", "ticks", "updated_at")
+# The status document's `schema_version` (runner-status.schema.json, docs/schemas.md).
+STATUS_SCHEMA = "runner-status"
+STATUS_SCHEMA_VERSION = 1
 
 
 class StatusFileError(JetpolicyError):
@@ -67,6 +73,15 @@ def read_status(path: Path) -> Optional[Dict[str, Any]]:
     missing = [key for key in STATUS_REQUIRED_KEYS if key not in data]
     if missing:
         raise _damaged(path, f"lacks {', '.join(missing)}")
+    problem = version_problem(data, "schema_version", STATUS_SCHEMA_VERSION)
+    if problem:
+        raise StatusFileError(
+            f"the runner status {path}: {problem}",
+            "read it with the jetpolicy the service runs (<root>/runtime/current/bin/jetpolicy health)",
+        )
+    problems = load_schema(STATUS_SCHEMA).problems(data)
+    if problems:
+        raise _damaged(path, f"does not match its schema: {describe_problems(problems, STATUS_SCHEMA)}")
     return data
 
 
