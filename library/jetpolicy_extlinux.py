@@ -35,12 +35,17 @@ options:
     description: Keep a timestamped copy of the previous file.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
-author: jetpolicy contributors
+  platform:
+    platforms: posix
+author:
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -59,10 +59,17 @@ options:
     type: str
     choices: [fail, warn, ignore]
     default: warn
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
-author: jetpolicy contributors
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -209,7 +216,7 @@ def main():
     ntp = ""
     timedatectl = module.get_bin_path("timedatectl")
     if timedatectl:
-        rc, out, _ = module.run_command(
+        rc, out, _err = module.run_command(
             [timedatectl, "show", "-p", "NTPSynchronized", "--value"], environ_update=dict(LC_ALL="C")
         )
         ntp = out.strip() if rc == 0 else ""

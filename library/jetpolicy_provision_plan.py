@@ -37,10 +37,17 @@ options:
     description: Board model substring to nvpmodel mode id.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
-author: jetpolicy contributors
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -56,14 +56,21 @@ options:
     description: Whether to write O(fact_path).
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
 attributes:
   check_mode:
     support: full
     details: Does not run the benchmark; the task is skipped.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+  facts:
+    support: full
 author:
-  - jetpolicy contributors
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

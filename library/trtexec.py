@@ -124,17 +124,21 @@ options:
         (C(libnvinfer-bin), C(libnvinfer10), C(libnvinfer8), C(tensorrt)), then C(NvInferVersion.h).
         The trtexec banner of the build is checked against it.
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: Reports whether it would build (and the command) without running trtexec.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Build on the robot that runs the engine; engines are specific to the TensorRT version and GPU.
   - DLA is worth using mainly in INT8.
 author:
-  - jetpolicy contributors
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -351,4 +351,3 @@ def base_facts() -> dict[str, Any]:
         "simulated": None,
         "simulated_tools": [],
     }
-

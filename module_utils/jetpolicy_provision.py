@@ -334,7 +334,7 @@ def space_needed(min_free_mb, artifact_bytes=0, engine_bytes=0, runtime_bytes=0)
         if nbytes
     ]
     parts.append(("margin (jetson_provision_min_free_mb)", int(min_free_mb)))
-    return sum(mib for _, mib in parts), parts
+    return sum(mib for _what, mib in parts), parts
 
 
 def preflight_verdicts(
@@ -359,7 +359,7 @@ def preflight_verdicts(
     notes = []
     where = path if measured_path == path else "%s (measured at %s)" % (path, measured_path)
     parts = space_parts or [("margin (jetson_provision_min_free_mb)", min_free_mb)]
-    needed_mb = sum(mib for _, mib in parts)
+    needed_mb = sum(mib for _what, mib in parts)
     breakdown = " + ".join("%s %d MiB" % (what, mib) for what, mib in parts)
     if free_mb is None:
         problems.append("%s: free space unreadable" % where)

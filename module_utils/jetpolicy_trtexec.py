@@ -583,7 +583,6 @@ def metrics_from_parsed(parsed: Mapping[str, Any]) -> dict[str, Any]:
     return {key: parsed[key] for key in _METRIC_KEYS if key in parsed}
 
 
-
 # --- enqueue-bound runs -----------------------------------------------------------------------------
 
 # trtexec's own threshold: sampleReporting.cpp kENQUEUE_BOUND_REPORTING_THRESHOLD{0.8F} (8.5.2, v8.6.1,
