@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Decisions of the jetson_provision role, as plain functions.
 
 The modules library/jetpolicy_provision_plan.py, library/jetpolicy_preflight.py and
