@@ -1,5 +1,5 @@
 # Copyright: jetpolicy contributors
-# Apache-2.0
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Ansible callback: give every playbook run a JETPOLICY_RUN_ID and render its rollout report."""
 
 from __future__ import annotations

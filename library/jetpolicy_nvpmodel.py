@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -34,10 +34,17 @@ options:
     description: Where nvpmodel remembers the last mode (overrides the default at boot).
     type: path
     default: /var/lib/nvpmodel/status
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
-author: jetpolicy contributors
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -123,7 +130,8 @@ def main():
     if current == mode:
         module.exit_json(msg="nvpmodel already in mode %d (%s)" % (mode, name), **result)
     if module.check_mode:
-        module.exit_json(msg="would switch nvpmodel %s -> %d" % (current, mode), **dict(result, changed=True))
+        result["changed"] = True
+        module.exit_json(msg="would switch nvpmodel %s -> %d" % (current, mode), **result)
     # Answer the "DO YOU WANT TO REBOOT NOW?" prompt with no: reboots are the play's decision.
     rc, out, err = module.run_command([nvpmodel, "-m", str(mode)], data="no", environ_update=env)
     result["stdout"] = out

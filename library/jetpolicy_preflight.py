@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -70,10 +70,17 @@ options:
     type: str
     choices: [fail, warn, ignore]
     default: warn
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
-author: jetpolicy contributors
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -237,7 +244,7 @@ def main():
     ntp = ""
     timedatectl = module.get_bin_path("timedatectl")
     if timedatectl:
-        rc, out, _ = module.run_command(
+        rc, out, _err = module.run_command(
             [timedatectl, "show", "-p", "NTPSynchronized", "--value"], environ_update=dict(LC_ALL="C")
         )
         ntp = out.strip() if rc == 0 else ""

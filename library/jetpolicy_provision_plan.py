@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
@@ -37,10 +37,17 @@ options:
     description: Board model substring to nvpmodel mode id.
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
-author: jetpolicy contributors
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 
 from __future__ import absolute_import, division, print_function
 
@@ -32,11 +32,18 @@ options:
         come from C(<root_prefix>/var/lib/dpkg/status) instead.
     type: path
     default: /
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+  facts:
+    support: full
 notes:
   - L4T release comes from C(/etc/nv_tegra_release), else from the version of the
     C(nvidia-l4t-core) package (for example C(36.4.0-20240912212859)).
@@ -46,7 +53,7 @@ notes:
   - On jetpolicy's simulated robots (marker C(/etc/jetpolicy-sim-l4t)) C(simulated)
     is C(replay), because the NVIDIA tools there are replay doubles.
 author:
-  - jetpolicy contributors
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

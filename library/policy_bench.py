@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 
 from __future__ import absolute_import, division, print_function
 
@@ -56,14 +56,21 @@ options:
     description: Whether to write O(fact_path).
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
 attributes:
   check_mode:
     support: full
     details: Does not run the benchmark; the task is skipped.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
+  facts:
+    support: full
 author:
-  - jetpolicy contributors
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

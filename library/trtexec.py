@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 
 from __future__ import absolute_import, division, print_function
 
@@ -124,17 +124,21 @@ options:
         (C(libnvinfer-bin), C(libnvinfer10), C(libnvinfer8), C(tensorrt)), then C(NvInferVersion.h).
         The trtexec banner of the build is checked against it.
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: Reports whether it would build (and the command) without running trtexec.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Build on the robot that runs the engine; engines are specific to the TensorRT version and GPU.
   - DLA is worth using mainly in INT8.
 author:
-  - jetpolicy contributors
+  - jetpolicy contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""

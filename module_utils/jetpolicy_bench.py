@@ -1,5 +1,5 @@
 # Copyright: (c) 2026, jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Logic of the ``policy_bench`` module: the bench command and its JSON (docs/architecture.md).
 
 Runs on the robot's Python 3.8+.

@@ -1,5 +1,5 @@
 # Copyright: (c) 2026, jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Decision and parsing logic of the ``jetson_facts`` module.
 
 Plain typed functions over a root directory (``root_prefix``) so pytest can point them at a
@@ -351,4 +351,3 @@ def base_facts() -> dict[str, Any]:
         "simulated": None,
         "simulated_tools": [],
     }
-

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Decisions of the jetson_provision role, as plain functions.
 
 The modules library/jetpolicy_provision_plan.py, library/jetpolicy_preflight.py and
@@ -334,7 +334,7 @@ def space_needed(min_free_mb, artifact_bytes=0, engine_bytes=0, runtime_bytes=0)
         if nbytes
     ]
     parts.append(("margin (jetson_provision_min_free_mb)", int(min_free_mb)))
-    return sum(mib for _, mib in parts), parts
+    return sum(mib for _what, mib in parts), parts
 
 
 def preflight_verdicts(
@@ -359,7 +359,7 @@ def preflight_verdicts(
     notes = []
     where = path if measured_path == path else "%s (measured at %s)" % (path, measured_path)
     parts = space_parts or [("margin (jetson_provision_min_free_mb)", min_free_mb)]
-    needed_mb = sum(mib for _, mib in parts)
+    needed_mb = sum(mib for _what, mib in parts)
     breakdown = " + ".join("%s %d MiB" % (what, mib) for what, mib in parts)
     if free_mb is None:
         problems.append("%s: free space unreadable" % where)

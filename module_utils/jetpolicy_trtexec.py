@@ -1,5 +1,5 @@
 # Copyright: (c) 2026, jetpolicy contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Decision logic of the ``trtexec`` module: flags, cache key, log parsing.
 
 Plain typed functions, no Ansible objects, so pytest can test them directly.
@@ -581,7 +581,6 @@ _METRIC_KEYS = (
 def metrics_from_parsed(parsed: Mapping[str, Any]) -> dict[str, Any]:
     """The ``metrics`` return value: the numeric part of a parsed log."""
     return {key: parsed[key] for key in _METRIC_KEYS if key in parsed}
-
 
 
 # --- enqueue-bound runs -----------------------------------------------------------------------------

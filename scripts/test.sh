@@ -29,6 +29,8 @@ lint() {
     python/src/jetpolicy/common python/src/jetpolicy/robot
   mypy --strict sim bench tests/fleet
   ansible-lint --profile production --offline -q
+  # ansible-test sanity over library/ and module_utils/ (about a minute once its venvs exist).
+  bash scripts/sanity.sh
   python3 scripts/role_docs.py --check
 }
 

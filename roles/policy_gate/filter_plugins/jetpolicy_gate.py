@@ -1,5 +1,5 @@
 # Copyright: jetpolicy contributors
-# Apache-2.0
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
 """Ansible filter `jetpolicy_gate`: the policy_gate role's verdict, decided by jetpolicy.controller.gate.
 
 Filters run in the controller's Python, so the gate is judged on the controller by the package the

@@ -6,21 +6,24 @@ The robot's wheel is built from `jetpolicy.common` and `jetpolicy.robot` only: t
 (export, rollout, report, this bundler) never reaches a robot. The bundle directory is keyed by a
 hash of everything that decides its content (shipped sources, target platform, pip arguments), so
 an unchanged runtime is never rebuilt or re-shipped. `jetpolicy bundle-runtime` prints one JSON
-object: key, dir, wheels, built, jetpolicy_version.
+object: key, dir, wheels, built, jetpolicy_version, and licenses (each shipped distribution's
+licence as its wheel declares it, for whoever audits what robots carry).
 """
 
 from __future__ import annotations
 
 import argparse
+import email.parser
 import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from jetpolicy.common.errors import JetpolicyError
 
@@ -30,11 +33,13 @@ __all__ = [
     "BundleError",
     "build_bundle",
     "bundle_key",
+    "bundle_licenses",
     "pip_platform_args",
     "platform_tags",
     "register",
     "robot_source_files",
     "stage_robot_source",
+    "wheel_license",
 ]
 
 # Oldest manylinux_2_x tag worth asking for (manylinux2014 == 2_17).
@@ -61,6 +66,7 @@ class Bundle:
     wheels: List[str]
     built: bool
     jetpolicy_version: str
+    licenses: Dict[str, str]
 
 
 def platform_tags(arch: str, glibc: str) -> List[str]:
@@ -139,6 +145,46 @@ def stage_robot_source(source: Path, dest: Path) -> Path:
     return dest
 
 
+def _license_classifiers(classifiers: Sequence[str]) -> List[str]:
+    # "License :: OSI Approved :: BSD License" -> "BSD License"; the bare "OSI Approved" says nothing.
+    names = [c.split("::")[-1].strip() for c in classifiers if c.startswith("License ::")]
+    return [name for name in names if name and name != "OSI Approved"]
+
+
+def wheel_license(wheel: Path) -> Tuple[str, str]:
+    """A wheel's distribution name and the licence its METADATA declares: License-Expression (an
+    SPDX expression, PEP 639), else a one-line License field, else its License classifiers, else
+    "UNKNOWN". A multi-line License field is the whole licence text pasted in, no name to report."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            if len(names) != 1:
+                raise BundleError(
+                    f"{wheel.name} has {len(names)} .dist-info/METADATA files, not one",
+                    "rebuild the bundle (delete its cache directory); the wheel is not a valid wheel",
+                )
+            text = archive.read(names[0]).decode("utf-8", errors="replace")
+    except zipfile.BadZipFile as exc:
+        raise BundleError(
+            f"{wheel.name} is not a readable wheel: {exc}", "rebuild the bundle (delete its cache directory)"
+        ) from exc
+    metadata = email.parser.HeaderParser().parsestr(text)
+    name = str(metadata.get("Name") or wheel.name.split("-")[0])
+    expression = str(metadata.get("License-Expression") or "").strip()
+    if expression:
+        return name, expression
+    field = str(metadata.get("License") or "").strip()
+    if field and "\n" not in field and field.upper() != "UNKNOWN":
+        return name, field
+    classifiers = _license_classifiers(metadata.get_all("Classifier") or [])
+    return name, "; ".join(classifiers) if classifiers else "UNKNOWN"
+
+
+def bundle_licenses(bundle: Path) -> Dict[str, str]:
+    """The licence of every wheel in a bundle directory, by distribution name."""
+    return dict(sorted(wheel_license(wheel) for wheel in bundle.glob("*.whl")))
+
+
 def _pip(*args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -182,7 +228,14 @@ def build_bundle(
                 shutil.rmtree(staging)
     wheels = sorted(p.name for p in bundle.glob("*.whl"))
     version = next(w.split("-")[1] for w in wheels if w.startswith("jetpolicy-"))
-    return Bundle(key=key, dir=str(bundle), wheels=wheels, built=built, jetpolicy_version=version)
+    return Bundle(
+        key=key,
+        dir=str(bundle),
+        wheels=wheels,
+        built=built,
+        jetpolicy_version=version,
+        licenses=bundle_licenses(bundle),
+    )
 
 
 def register(subparsers: Any) -> None:
