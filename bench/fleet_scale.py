@@ -90,7 +90,8 @@ def timed(name: str, argv: list[str], robots: int) -> tuple[Row, str]:
     wall = time.monotonic() - start
     cpu_after, max_rss = children_cpu()
     if proc.returncode != 0:
-        sys.exit(f"fleet bench: {name} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+        sys.exit(f"fleet bench: {name} failed (exit {proc.returncode}):\n"
+                 f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
     row = Row(run=name, wall_s=wall, cpu_s=cpu_after - cpu_before, robots=robots, max_rss_mb=max_rss)
     counts = recap(proc.stdout)
     if counts:
@@ -129,7 +130,8 @@ def measure(robots: int, skip_up: bool) -> list[Row]:
                 cpu_s=ping.cpu_s + copy.cpu_s, robots=robots, tasks_per_robot=2,
                 changed_per_robot=copy.changed_per_robot, max_rss_mb=max(ping.max_rss_mb, copy.max_rss_mb))
     rows = [floor]
-    for name, policy in (("first deploy", first), ("new-policy rollout", second), ("no-change re-run", second)):
+    deploys = (("first deploy", first), ("new-policy rollout", second), ("no-change re-run", second))
+    for name, policy in deploys:
         row, _ = timed(name, playbook("deploy.yml", "-e", f"jetpolicy_policy_dir={policy}"), robots)
         rows.append(row)
     row, _ = timed("rollback", playbook("rollback.yml"), robots)
@@ -141,11 +143,12 @@ def measure(robots: int, skip_up: bool) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| run | wall s | ÷ floor | target | controller CPU s/robot | tasks/robot | changed/robot | skipped/robot |",
+        "| run | wall s | ÷ floor | target | controller CPU s/robot "
+        "| tasks/robot | changed/robot | skipped/robot |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        target = f"≤ {TARGETS[row.run]:g}×" if row.run in TARGETS else ""
+        target = f"≤ {TARGETS[row.run]:g}x" if row.run in TARGETS else ""
         lines.append(
             f"| {row.run} | {row.wall_s:.1f} | {row.ratio:.1f} | {target} | {row.cpu_per_robot:.2f} | "
             f"{row.tasks_per_robot:.0f} | {row.changed_per_robot:.0f} | {row.skipped_per_robot:.0f} |"
@@ -154,20 +157,25 @@ def table(rows: list[Row]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--robots", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the table here as JSON")
-    parser.add_argument("--skip-up", action="store_true", help="use the fleet as it is (already N fresh robots)")
+    parser.add_argument("--skip-up", action="store_true",
+                        help="use the fleet as it is (already N fresh robots)")
     args = parser.parse_args()
     rows = measure(args.robots, args.skip_up)
     print(f"{args.robots} sim robots, {os.cpu_count()} controller cores, {platform.platform()}, "
-          f"{time.strftime('%Y-%m-%d')}; controller CPU target ≤ {CPU_TARGET_S_PER_ROBOT:g} s/robot per rollout")
+          f"{time.strftime('%Y-%m-%d')}; controller CPU target ≤ {CPU_TARGET_S_PER_ROBOT:g} s/robot "
+          "per rollout")
     print(table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "robots": args.robots, "cores": os.cpu_count(),
-            "platform": platform.platform(), "targets": TARGETS, "cpu_target_s_per_robot": CPU_TARGET_S_PER_ROBOT,
+            "platform": platform.platform(), "targets": TARGETS,
+            "cpu_target_s_per_robot": CPU_TARGET_S_PER_ROBOT,
             "rows": [asdict(row) | {"cpu_s_per_robot": row.cpu_per_robot} for row in rows],
         }, indent=2) + "\n", encoding="utf-8")
 
