@@ -189,3 +189,23 @@ def test_unreachable_robot_is_reported_and_the_rest_are_promoted(
     assert offline.current() == release_before
     for name in ("sim-orin-1", "sim-orin-2"):
         assert fleet[name].current() == release_id(newer)
+
+
+def test_sliced_rollout_runs_the_canary_slice_alone_first(fleet: dict[str, Robot], tmp_path: Path) -> None:
+    """`--slices 2`: two deploy.yml runs; the canary's slice finished before the other started,
+    each slice's report has only its hosts, and every robot ends on the new release."""
+    policy = make_policy(tmp_path / "sliced", "--seed", "41")
+    proc = run([str(VENV_BIN / "jetpolicy"), "rollout", "--limit", X86_ROBOTS, "--policy", str(policy),
+                "--slices", "2", "--quiet"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    reports = dict(re.findall(r"^\[slice (\d)\] OK: .* \(report (\S+)\)$", proc.stdout, flags=re.MULTILINE))
+    assert sorted(reports) == ["0", "1"], proc.stdout[-3000:]
+    runs = {i: json.loads((Path(d) / "run.json").read_text()) for i, d in reports.items()}
+    assert runs["1"]["started_at"] >= runs["0"]["finished_at"], runs
+    hosts = {i: {h["host"] for h in json.loads((Path(d) / "report.json").read_text())["hosts"]}
+             for i, d in reports.items()}
+    assert "sim-orin-1" in hosts["0"], hosts  # the canary group's robot leads the first slice
+    assert hosts["0"] | hosts["1"] == set(fleet) and not hosts["0"] & hosts["1"], hosts
+    for robot in fleet.values():
+        assert robot.current() == release_id(policy)
+        assert robot.active() == "active"

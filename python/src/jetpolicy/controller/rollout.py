@@ -309,6 +309,14 @@ def register(subparsers: Any) -> None:
         "--project-dir", type=Path, default=None, help="repo with deploy.yml (default: found from the cwd)"
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-host progress lines")
+    parser.add_argument(
+        "--slices", type=int, default=1,
+        help="cut the targeted hosts into N slices, each its own deploy.yml run: the canary's slice "
+             "alone first, then the others side by side (docs/fleet-scale.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--slice-parallel", type=int, default=None, help="at most this many slices at once after the first"
+    )
     parser.set_defaults(handler=_main)
 
 
@@ -317,6 +325,8 @@ def _main(args: argparse.Namespace) -> int:
     extra_args: List[str] = []
     for value in args.extra_vars:
         extra_args += ["-e", value]
+    if args.slices > 1:
+        return _main_sliced(args, project_dir, extra_args)
     result = rollout(
         project_dir,
         limit=args.limit,
@@ -333,3 +343,42 @@ def _main(args: argparse.Namespace) -> int:
     if result.exit_code != 0:
         print(f"jetpolicy rollout: {result.reason}", file=sys.stderr)
     return result.exit_code
+
+
+def _main_sliced(args: argparse.Namespace, project_dir: Path, extra_args: List[str]) -> int:
+    from jetpolicy.controller.slices import SliceOutcome, list_hosts, plan_slices, run_slices
+
+    hosts = list_hosts(project_dir, args.limit or "robots", args.inventory)
+    canaries = list_hosts(project_dir, "canary", args.inventory)
+    slices = plan_slices(hosts, canaries, args.slices)
+    base = os.environ.get("JETPOLICY_RUN_ID") or new_run_id()
+
+    def run_one(index: int, members: List[str]) -> SliceOutcome:
+        def say(line: str) -> None:
+            print(f"[slice {index}] {line}", flush=True)
+
+        say(f"starting: {', '.join(members)}")
+        result = rollout(
+            project_dir,
+            limit=",".join(members),
+            inventory=args.inventory,
+            policy_dir=args.policy,
+            # The slice's first host goes alone first: each slice has a canary of its own.
+            extra_args=[*extra_args, "-e", f"jetpolicy_canary={members[0]}"],
+            progress=None if args.quiet else say,
+            run_id=f"{base}-slice{index}",
+        )
+        say(f"{'OK' if result.exit_code == 0 else 'FAILED'}: {result.reason} (report {result.report_dir})")
+        return SliceOutcome(index, members, result.exit_code, result.reason, result.run_id)
+
+    outcomes = run_slices(slices, run_one, args.slice_parallel)
+    failed = [o for o in outcomes if o.exit_code != 0]
+    for outcome in outcomes:
+        print(f"slice {outcome.index} ({len(outcome.hosts)} hosts): "
+              f"{'OK' if outcome.exit_code == 0 else 'FAILED'}: {outcome.reason}")
+    if failed:
+        print(f"jetpolicy rollout: slice(s) {', '.join(str(o.index) for o in failed)} did not succeed: "
+              f"{failed[0].reason}", file=sys.stderr)
+        return 1
+    print(f"rollout {base}: OK: {len(outcomes)} slices, {len(hosts)} hosts")
+    return 0
