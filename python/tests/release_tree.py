@@ -25,3 +25,11 @@ def config(root: Path, name: str) -> str:
     (root / "configs").mkdir(exist_ok=True)
     (root / "configs" / name).write_text(json.dumps({"name": name}))
     return name
+
+
+def deploy(root: Path, release_id: str, **parts: str) -> None:
+    """Switch and commit, as a deploy whose gate passed does."""
+    from jetpolicy.robot.releases import commit, switch_release
+
+    switch_release(root, release_id, "deploy", **parts)
+    commit(root, "gate passed", release_id)

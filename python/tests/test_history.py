@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
-from release_tree import config, runtime, stage
+from release_tree import config, deploy, runtime, stage
 
 from jetpolicy.cli import main
 from jetpolicy.robot import releases
@@ -27,12 +27,13 @@ def test_a_record_after_a_torn_line_starts_its_own_line(tmp_path: Path) -> None:
     the rollback finds the release before."""
     for rid in "abc":
         stage(tmp_path, rid)
-    switch_release(tmp_path, "a", "deploy")
-    switch_release(tmp_path, "b", "deploy")
+    deploy(tmp_path, "a")
+    deploy(tmp_path, "b")
     with (tmp_path / "history.jsonl").open("a") as handle:
         handle.write('{"action": "switch", "from": "b", "to"')  # torn: no newline
     switch_release(tmp_path, "c", "deploy")
-    assert [(r["from"], r["to"]) for r in read_history(tmp_path)] == [(None, "a"), ("a", "b"), ("b", "c")]
+    switches = [(r["from"], r["to"]) for r in read_history(tmp_path) if r["action"] == "switch"]
+    assert switches == [(None, "a"), ("a", "b"), ("b", "c")]
     assert rollback_target(tmp_path) == "b"
     assert rollback(tmp_path, "gate failed").current == "b"
     assert (tmp_path / "history.jsonl").read_bytes().endswith(b"\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pytest
-from release_tree import config, runtime, stage
+from release_tree import config, deploy, runtime, stage
 
 from jetpolicy.cli import main
 from jetpolicy.common.errors import ConfigError, JetpolicyError
@@ -40,10 +40,10 @@ def test_switch_points_current_and_records_history(tmp_path: Path) -> None:
 def test_switch_to_the_current_release_changes_nothing(tmp_path: Path) -> None:
     """Re-switching to the active release reports no change and writes no history."""
     stage(tmp_path, "a")
-    switch_release(tmp_path, "a", "deploy")
+    deploy(tmp_path, "a")
     again = switch_release(tmp_path, "a", "deploy")
-    assert not again.changed
-    assert len(read_history(tmp_path)) == 1
+    assert not again.changed and again.why == ""
+    assert [r["action"] for r in read_history(tmp_path)] == ["switch", "commit"]
 
 
 def test_incomplete_release_is_refused(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_rollback_returns_to_the_release_before_and_not_back_again(tmp_path: Pat
     """a -> b -> c, rollback goes to b; a second rollback goes to a, never back to c."""
     for rid in "abc":
         stage(tmp_path, rid)
-        switch_release(tmp_path, rid, "deploy")
+        deploy(tmp_path, rid)
     assert rollback(tmp_path, "gate failed").current == "b"
     assert rollback_target(tmp_path) == "a"
     assert rollback(tmp_path, "manual").current == "a"
@@ -213,7 +213,7 @@ def test_prune_never_removes_the_current_release_or_the_one_before(
     untouched, and a second prune (library or CLI) removes nothing."""
     for release in ["r1", "r2", "r3", "r4", "r5"]:
         stage(tmp_path, release)
-        switch_release(tmp_path, release, "deploy")
+        deploy(tmp_path, release)
     for age, release in enumerate(["r3", "r1", "r2", "r4", "r5"]):
         os.utime(tmp_path / "releases" / release, (1000 + age, 1000 + age))
     rollback(tmp_path, "health failed")
@@ -245,7 +245,7 @@ def test_prune_removes_the_engines_of_pruned_releases(
     engines, stay; a second prune removes nothing."""
     for release in ["r1", "r2", "r3", "r4"]:
         stage(tmp_path, release)
-        switch_release(tmp_path, release, "deploy")
+        deploy(tmp_path, release)
     for age, release in enumerate(["r1", "r2", "r3", "r4"]):
         os.utime(tmp_path / "releases" / release, (1000 + age, 1000 + age))
     old, shared, new = "a" * 64, "b" * 64, "c" * 64

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fleetlib import VENV_BIN, X86_ROBOTS, Robot, ansible_playbook, make_policy, run
+from fleetlib import VENV_BIN, X86_ROBOTS, Robot, ansible_playbook, make_policy, podman_exec, run
 from policies import write_opset23_policy
 
 pytestmark = pytest.mark.fleet
@@ -209,3 +209,40 @@ def test_sliced_rollout_runs_the_canary_slice_alone_first(fleet: dict[str, Robot
     for robot in fleet.values():
         assert robot.current() == release_id(policy)
         assert robot.active() == "active"
+
+
+def test_deploy_cut_off_after_the_switch_is_restarted_and_gated_on_rerun(
+    fleet: dict[str, Robot], good_fleet: Path, tmp_path: Path
+) -> None:
+    """The controller died right after the canary's switch command ran: links at the new release,
+    the runner still on the old one, the switch pending. The re-run restarts the canary on it, gates
+    it and reports it promoted, not unchanged; the switch is then committed.
+
+    Staged with --tags validate,preflight,stage and switched by hand: exactly the state the kill leaves."""
+    newer = make_policy(tmp_path / "newer", "--seed", "61")
+    proc = ansible_playbook("deploy.yml", "-l", "sim-orin-1", "--tags", "validate,preflight,stage",
+                            "-e", f"jetpolicy_policy_dir={newer}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    canary = fleet["sim-orin-1"]
+    old, new, pid = canary.current(), release_id(newer), canary.main_pid()
+    jetpolicy = "/opt/jetpolicy/runtime/current/bin/jetpolicy"
+    out = podman_exec(
+        "sim-orin-1", jetpolicy, "release", "--root", "/opt/jetpolicy", "switch", new, "--reason", "cut off"
+    )
+    assert json.loads(out)["changed"], out
+    assert canary.current() == new and canary.main_pid() == pid
+    loaded = canary.status()["loaded"]
+    assert isinstance(loaded, dict) and loaded["release"] == old
+    assert podman_exec("sim-orin-1", "sh", "-c", f"{jetpolicy} status >/dev/null 2>&1 || echo disagree") == "disagree"
+
+    rc, _out, err, report = rollout(newer)
+    assert rc == 0, err
+    assert host_verdicts(report)["sim-orin-1"] == "promoted"
+    assert canary.main_pid() != pid
+    status = canary.status()
+    assert status["pid"] == canary.main_pid()
+    loaded = status["loaded"]
+    assert isinstance(loaded, dict) and loaded["release"] == new
+    last = canary.history()[-1]
+    assert (last["action"], last["to"]) == ("commit", new)
+    assert podman_exec("sim-orin-1", "sh", "-c", f"{jetpolicy} status >/dev/null 2>&1 && echo agree") == "agree"

@@ -28,6 +28,7 @@ COMMANDS: Tuple[Tuple[str, str], ...] = (
     ("robot", "jetpolicy.robot.parity"),
     ("robot", "jetpolicy.robot.releases"),
     ("robot", "jetpolicy.robot.health"),
+    ("robot", "jetpolicy.robot.robot_status"),
     ("robot", "jetpolicy.robot.safe_action"),
     ("controller", "jetpolicy.controller.example"),
     ("controller", "jetpolicy.controller.export"),

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from jetpolicy.robot.status import StatusFileError, read_status
 
-__all__ = ["HealthReport", "check", "judge", "register"]
+__all__ = ["HealthReport", "check", "judge", "loaded_release", "register"]
 
 
 @dataclass
@@ -34,8 +34,10 @@ def judge(
     elapsed_s: float,
     min_rate_fraction: float,
     expected_pid: Optional[int] = None,
+    expected_release: Optional[str] = None,
 ) -> HealthReport:
-    """Compare two status snapshots taken `elapsed_s` apart."""
+    """Compare two status snapshots taken `elapsed_s` apart; with `expected_release`, the runner
+    measured must also be the one that loaded that release (the one being gated)."""
     if first is None or second is None:
         return HealthReport(False, ["no status file: the runner has not written one (not started yet)"])
     rate = float(second.get("rate_hz") or 0.0)
@@ -47,6 +49,13 @@ def judge(
             f"status was written by pid {second.get('pid')}, "
             f"the service's main pid is {expected_pid} (stale status)"
         )
+    if expected_release is not None:
+        loaded = loaded_release(second)
+        if loaded != expected_release:
+            report.reasons.append(
+                f"the runner measured loaded release {loaded or 'unknown'}, not {expected_release} "
+                "(it was not restarted on the release being gated)"
+            )
     miss = second.get("miss_policy")
     if isinstance(miss, dict) and miss.get("state") == "degraded":
         # Ticking, but the policy does not steer: the loop misses its deadlines and the miss
@@ -77,17 +86,30 @@ def judge(
     return report
 
 
+def loaded_release(status: Dict[str, Any]) -> Optional[str]:
+    """The release id the runner that wrote `status` loaded; from its `release` path for a runner
+    older than `loaded` (a rollback to an older runtime is measured too)."""
+    loaded = status.get("loaded")
+    if isinstance(loaded, dict) and loaded.get("release"):
+        return str(loaded["release"])
+    release = status.get("release")
+    return Path(str(release)).name if release else None
+
+
 def check(
     status_file: Path,
     window_s: float,
     min_rate_fraction: float,
     expected_pid: Optional[int] = None,
     settle_timeout_s: float = 20.0,
+    expected_release: Optional[str] = None,
 ) -> HealthReport:
     """Two status snapshots `window_s` apart, judged; an unreadable status is an unhealthy report
     whose reason is the reader's own error (so the role prints it like any other reason)."""
     try:
-        return _measure(status_file, window_s, min_rate_fraction, expected_pid, settle_timeout_s)
+        return _measure(
+            status_file, window_s, min_rate_fraction, expected_pid, settle_timeout_s, expected_release
+        )
     except StatusFileError as exc:
         return HealthReport(False, [str(exc)], window_s=window_s)
 
@@ -98,6 +120,7 @@ def _measure(
     min_rate_fraction: float,
     expected_pid: Optional[int],
     settle_timeout_s: float,
+    expected_release: Optional[str] = None,
 ) -> HealthReport:
     deadline = time.monotonic() + settle_timeout_s
     first = read_status(status_file)
@@ -110,7 +133,7 @@ def _measure(
     start = time.monotonic()
     time.sleep(window_s)
     second = read_status(status_file)
-    return judge(first, second, time.monotonic() - start, min_rate_fraction, expected_pid)
+    return judge(first, second, time.monotonic() - start, min_rate_fraction, expected_pid, expected_release)
 
 
 def register(subparsers: Any) -> None:
@@ -120,10 +143,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--min-rate-fraction", type=float, default=0.9)
     parser.add_argument("--pid", type=int, default=None, help="the service's MainPID")
     parser.add_argument("--settle-timeout-s", type=float, default=20.0)
+    parser.add_argument("--release", help="the release id the runner must have loaded (the one gated)")
     parser.set_defaults(handler=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    report = check(args.status, args.window_s, args.min_rate_fraction, args.pid, args.settle_timeout_s)
+    report = check(
+        args.status, args.window_s, args.min_rate_fraction, args.pid, args.settle_timeout_s, args.release
+    )
     print(json.dumps(asdict(report)))
     return 0 if report.healthy else 1

@@ -37,6 +37,17 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from jetpolicy.common.errors import ConfigError, JetpolicyError
 from jetpolicy.common.schema import describe_problems, load_schema, version_problem
+from jetpolicy.robot.deployment_state import (
+    COMMITTED,
+    PENDING,
+    Deployment,
+    boot_id,
+    commit_state,
+    last_committed,
+    latest_switch,
+    running_deployment,
+    why_not_done,
+)
 
 __all__ = [
     "CONFIG_DIR",
@@ -51,6 +62,7 @@ __all__ = [
     "History",
     "HistoryVersionError",
     "SwitchResult",
+    "commit",
     "current_deployment",
     "current_release",
     "prune_engines",
@@ -58,6 +70,7 @@ __all__ = [
     "read_history",
     "read_history_checked",
     "read_history_counted",
+    "recover",
     "register",
     "releases_to_prune",
     "rollback",
@@ -84,15 +97,6 @@ _INDIRECT = {
 }
 
 
-@dataclass(frozen=True)
-class Deployment:
-    release: Optional[str]
-    # Absolute path of the runtime virtualenv; None when the robot predates runtime tracking.
-    runtime: Optional[str] = None
-    # File name under <root>/configs/.
-    config: Optional[str] = None
-
-
 class HistoryVersionError(JetpolicyError):
     """The history holds records of a newer schema_version, so no rollback target can be trusted."""
 
@@ -109,6 +113,9 @@ class SwitchResult:
     config: Optional[str] = None
     previous_config: Optional[str] = None
     notes: str = ""
+    # Why a switch to what the links already select still counts as one (the runner runs something
+    # else, or the switch was never committed): "; "-joined, empty otherwise.
+    why: str = ""
 
 
 def _link_target(link: Path) -> Optional[str]:
@@ -363,7 +370,14 @@ def _apply(root: Path, previous: Deployment, target: Deployment) -> None:
     _prune_deployments(root, [name, *kept])
 
 
-def _switch(root: Path, wanted: Deployment, reason: str, action: str, notes: str = "") -> SwitchResult:
+def _switch(
+    root: Path,
+    wanted: Deployment,
+    reason: str,
+    action: str,
+    notes: str = "",
+    running: Optional[Tuple[Optional[Deployment], str]] = None,
+) -> SwitchResult:
     release = wanted.release
     if release is None:
         raise JetpolicyError("no release named to switch to", "pass the release id")
@@ -372,8 +386,12 @@ def _switch(root: Path, wanted: Deployment, reason: str, action: str, notes: str
     previous = current_deployment(root)
     # A part not named keeps what the robot runs now.
     target = Deployment(release, wanted.runtime or previous.runtime, wanted.config or previous.config)
+    history = read_history(root)
+    # Only a switch asks whether the runner runs it and whether it was committed: a rollback or a
+    # recovery goes to a deployment that was committed, and its restart comes with it.
+    why = why_not_done(previous, target, history, running) if action == "switch" else []
     result = SwitchResult(
-        changed=target != previous,
+        changed=target != previous or bool(why),
         previous=previous.release,
         current=release,
         action=action,
@@ -383,11 +401,15 @@ def _switch(root: Path, wanted: Deployment, reason: str, action: str, notes: str
         config=target.config,
         previous_config=previous.config,
         notes=notes,
+        why="; ".join(why) if target == previous else "",
     )
-    if not result.changed:
+    if target == previous:
+        # Nothing to move. Still changed when the runner or the commit lags behind the links (a
+        # deploy cut off after its switch): the caller restarts and gates it; the pending record
+        # of that switch, if any, stays the one a commit or a recovery reads.
         return result
     _apply(root, previous, target)
-    record = {
+    record: Dict[str, Any] = {
         "schema_version": HISTORY_SCHEMA_VERSION,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "action": action,
@@ -399,6 +421,11 @@ def _switch(root: Path, wanted: Deployment, reason: str, action: str, notes: str
         "config_to": target.config,
         "reason": reason,
     }
+    if action == "switch":
+        # Kept only once committed; a boot before that starts the last committed deployment
+        # (recover), a restart in this boot (the deploy's own) does not.
+        record["pending"] = True
+        record["boot_id"] = boot_id()
     if notes:
         record["notes"] = notes
     _append_history(root, record)
@@ -411,8 +438,11 @@ def switch_release(
     reason: str,
     runtime: Optional[str] = None,
     config: Optional[str] = None,
+    running: Optional[Tuple[Optional[Deployment], str]] = None,
 ) -> SwitchResult:
-    return _switch(root, Deployment(release_id, runtime, config), reason, action="switch")
+    """Switch to the deployment; `running` (running_deployment()'s answer) makes a switch to what
+    the links already select count as done only when that runner runs it."""
+    return _switch(root, Deployment(release_id, runtime, config), reason, action="switch", running=running)
 
 
 def _led_to(record: Dict[str, Any], current: Deployment) -> bool:
@@ -427,8 +457,19 @@ def _led_to(record: Dict[str, Any], current: Deployment) -> bool:
     )
 
 
+def _before(history: List[Dict[str, Any]], current: Deployment) -> Optional[Deployment]:
+    # Exact match first; then on the release alone, for a switch whose history line was never
+    # written (power lost after the rename), or links moved one at a time by an older runtime.
+    for wanted in (current, Deployment(current.release)):
+        for record in reversed(history):
+            if _led_to(record, wanted):
+                return Deployment(str(record["from"]), record.get("runtime_from"), record.get("config_from"))
+    return None
+
+
 def rollback_deployment(root: Path) -> Deployment:
-    """The deployment that was active before the current one was switched to."""
+    """The last committed deployment before the current one: the one before it, or further back
+    past switches that were never committed (deploys cut off before their gate)."""
     current = current_deployment(root)
     if current.release is None:
         raise JetpolicyError(f"{root}/current does not exist", "deploy a release first")
@@ -441,12 +482,16 @@ def rollback_deployment(root: Path) -> Deployment:
             "roll back with the newer jetpolicy that wrote it (its runtime's bin/jetpolicy release rollback)",
         )
     history, skipped = read.records, len(read.unreadable)
-    # Exact match first; then on the release alone, for a switch whose history line was never
-    # written (power lost after the rename), or links moved one at a time by an older runtime.
-    for wanted in (current, Deployment(current.release)):
-        for record in reversed(history):
-            if _led_to(record, wanted):
-                return Deployment(str(record["from"]), record.get("runtime_from"), record.get("config_from"))
+    target = _before(history, current)
+    seen = {current}
+    while target is not None and commit_state(history, target) == PENDING and target not in seen:
+        seen.add(target)
+        further = _before(history, target)
+        if further is None:
+            break  # nothing committed before it: the uncommitted one is still better than none
+        target = further
+    if target is not None:
+        return target
     unreadable = f" ({skipped} unreadable line(s) skipped)" if skipped else ""
     raise JetpolicyError(
         f"no release before {current.release} in {root}/history.jsonl{unreadable}",
@@ -459,11 +504,10 @@ def rollback_target(root: Path) -> str:
     return str(rollback_deployment(root).release)
 
 
-def rollback(root: Path, reason: str) -> SwitchResult:
-    target = rollback_deployment(root)
+def _usable(root: Path, target: Deployment) -> Tuple[Deployment, str]:
+    """`target` less the parts pruned since (old runtimes are removed after policy_runtime_keep
+    deploys), which are no reason to stay on a failing release: those keep what runs now."""
     notes = []
-    # A part pruned since (old runtimes are removed after policy_runtime_keep deploys) is not a
-    # reason to stay on a failing release: keep what runs now and say so.
     runtime_problem = _runtime_problem(target.runtime) if target.runtime else None
     if runtime_problem:
         notes.append(f"{runtime_problem}; kept the current runtime")
@@ -472,7 +516,84 @@ def rollback(root: Path, reason: str) -> SwitchResult:
     if config_problem:
         notes.append(f"{config_problem}; kept the current runner config")
         target = replace(target, config=None)
-    return _switch(root, target, reason, action="rollback", notes="; ".join(notes))
+    return target, "; ".join(notes)
+
+
+def rollback(root: Path, reason: str) -> SwitchResult:
+    target, notes = _usable(root, rollback_deployment(root))
+    return _switch(root, target, reason, action="rollback", notes=notes)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    changed: bool
+    release: Optional[str]
+    runtime: Optional[str]
+    config: Optional[str]
+    reason: str
+
+
+def commit(root: Path, reason: str, release_id: Optional[str] = None) -> CommitResult:
+    """Record that the deployment the links select passed its gate (a `commit` record), so a
+    re-run calls it done and a boot keeps it. `release_id` is the release the gate measured: a
+    robot whose links select another one is refused, not committed."""
+    current = current_deployment(root)
+    if current.release is None:
+        raise JetpolicyError(f"{root}/current does not exist", "deploy a release first")
+    if release_id is not None and release_id != current.release:
+        raise JetpolicyError(
+            f"cannot commit {release_id}: the links select {current.release}",
+            "gate and commit the release the robot was switched to",
+        )
+    history = read_history(root)
+    result = CommitResult(False, current.release, current.runtime, current.config, reason)
+    if commit_state(history, current) == COMMITTED:
+        return result
+    switch = latest_switch(history, current) or {}
+    _append_history(
+        root,
+        {
+            "schema_version": HISTORY_SCHEMA_VERSION,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "action": "commit",
+            # The switch this confirms, so the last line still says what moved.
+            "from": switch.get("from"),
+            "to": current.release,
+            "runtime_from": switch.get("runtime_from"),
+            "runtime_to": current.runtime,
+            "config_from": switch.get("config_from"),
+            "config_to": current.config,
+            "reason": reason,
+        },
+    )
+    return replace(result, changed=True)
+
+
+def recover(
+    root: Path, reason: str = "boot with an uncommitted switch", boot: Optional[str] = None
+) -> SwitchResult:
+    """Run at every start of the runner unit: when the links select a switch that was never
+    committed and the robot booted since it was made, go back to the last committed deployment.
+
+    A restart in the boot of the switch (the deploy's own restart, a crash restart before the
+    gate) keeps it: the deploy is still deciding. `boot` is this boot's id (tests)."""
+    current = current_deployment(root)
+    nothing = SwitchResult(False, current.release, str(current.release), "recover", reason)
+    if current.release is None:
+        return nothing
+    history = read_history(root)
+    switch = latest_switch(history, current)
+    if switch is None or commit_state(history, current) != PENDING:
+        return replace(nothing, notes="the current deployment is committed")
+    now = boot if boot is not None else boot_id()
+    if not switch.get("boot_id") or not now or switch.get("boot_id") == now:
+        # Same boot, or no way to tell: reverting the deploy's own restart would undo it.
+        return replace(nothing, notes="switched in this boot: left to the deploy that made it")
+    target = last_committed(history, current)
+    if target is None:
+        return replace(nothing, notes="no committed deployment to go back to: kept the uncommitted one")
+    target, notes = _usable(root, target)
+    return _switch(root, target, reason, action="recover", notes=notes)
 
 
 def releases_to_prune(
@@ -554,6 +675,17 @@ def register(subparsers: Any) -> None:
     switch.add_argument("--reason", default="deploy")
     switch.add_argument("--runtime", help="runtime virtualenv to run with (absolute path); default: keep")
     switch.add_argument("--config", help="runner config file name under <root>/configs/; default: keep")
+    switch.add_argument(
+        "--status", type=Path, help="the runner's status file: done only if the runner there runs the target"
+    )
+    switch.add_argument("--pid", type=int, help="the unit's MainPID, which must have written --status")
+    done = sub.add_parser("commit", help="record that the current deployment passed its gate (keep it)")
+    done.add_argument("--release", help="the release the gate measured; refused if the links select another")
+    done.add_argument("--reason", default="gate passed")
+    back_at_boot = sub.add_parser(
+        "recover", help="at the runner's start: undo a switch never committed when the robot rebooted since"
+    )
+    back_at_boot.add_argument("--reason", default="boot with an uncommitted switch")
     back = sub.add_parser("rollback", help="return to the release active before the current one")
     back.add_argument("--reason", default="manual rollback")
     sub.add_parser("show", help="current release, rollback target and history as JSON")
@@ -569,8 +701,15 @@ def register(subparsers: Any) -> None:
 def _main(args: argparse.Namespace) -> int:
     root: Path = args.root
     if args.release_command == "switch":
-        result = switch_release(root, args.release_id, args.reason, args.runtime, args.config)
+        running = running_deployment(args.status, args.pid) if args.status else None
+        result = switch_release(root, args.release_id, args.reason, args.runtime, args.config, running)
         print(json.dumps(asdict(result)))
+    elif args.release_command == "commit":
+        print(json.dumps(asdict(commit(root, args.reason, args.release))))
+    elif args.release_command == "recover":
+        recovered = recover(root, args.reason)
+        # The journal of the unit start says what the boot found.
+        print(json.dumps(asdict(recovered)))
     elif args.release_command == "rollback":
         print(json.dumps(asdict(rollback(root, args.reason))))
     elif args.release_command == "prune":

@@ -10,6 +10,7 @@ release allows, so they never delay an action.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -45,6 +46,7 @@ __all__ = [
     "PolicyLike",
     "Runner",
     "build_io",
+    "loaded_deployment",
     "loop_metrics",
     "main",
     "register",
@@ -245,8 +247,14 @@ class Runner:
         duration_s: Optional[float] = None,
         now_ns: Callable[[], int] = time.monotonic_ns,
         sleep_s: Callable[[float], None] = time.sleep,
+        config_file: Optional[Path] = None,
     ) -> None:
         self.config = config
+        # The runner config file as resolved at start (<root>/configs/<name>), for `loaded`.
+        self.config_file = config_file
+        # What this process loaded, resolved once when it loads: the links may move under it.
+        self.release_dir: Optional[Path] = None
+        self.loaded: Optional[Dict[str, Optional[str]]] = None
         self.duration_s = duration_s
         # The loop's clock (scheduler and tick timing); injectable so durations are tested exactly.
         self._now_ns = now_ns
@@ -281,6 +289,8 @@ class Runner:
 
         config = self.config
         release_dir = config.release_dir.resolve()
+        self.release_dir = release_dir
+        self.loaded = loaded_deployment(release_dir, self.config_file)
         engine = engine_for_release(config.engine, release_dir)
         policy = load_policy(
             release_dir, backend=config.backend, engine=engine, use_cuda_graph=config.cuda_graph
@@ -384,7 +394,8 @@ class Runner:
             "schema_version": STATUS_SCHEMA_VERSION,
             "state": self.state,
             "pid": _getpid(),
-            "release": str(self.config.release_dir.resolve()),
+            # The release this process loaded; before it loads, what it is about to load.
+            "release": str(self.release_dir or self.config.release_dir.resolve()),
             "backend": policy.backend_name if policy is not None else "",
             "backend_reason": policy.backend_reason if policy is not None else "",
             "rate_hz": getattr(self, "rate_hz", 0.0),
@@ -393,6 +404,8 @@ class Runner:
             "realtime": [r.to_dict() for r in self.realtime],
             "warnings": [r.detail for r in self.realtime if not r.applied],
         }
+        if self.loaded is not None:
+            status["loaded"] = self.loaded
         if self.error:
             status["error"] = self.error
         if self.stop_reason:
@@ -455,15 +468,26 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
 
 
 def _getpid() -> int:
-    import os
-
     return os.getpid()
+
+
+def loaded_deployment(release_dir: Path, config_file: Optional[Path]) -> Dict[str, Optional[str]]:
+    """The deployment this process runs, as `jetpolicy release switch` names it: the release id,
+    the runtime virtualenv (this interpreter's, resolved) and the runner config's file name."""
+    return {
+        "release": release_dir.resolve().name,
+        "runtime": os.path.realpath(sys.prefix),
+        "config": config_file.resolve().name if config_file is not None else None,
+    }
 
 
 def run_command(args: argparse.Namespace) -> int:
     try:
+        # Resolved before it is read: names under <root>/configs/ are content hashes, so the name
+        # taken here is the content read next even if a switch renames the link in between.
+        config_file = Path(args.config).resolve()
         config = load_config(args.config)
-        return Runner(config, duration_s=args.duration_s).run()
+        return Runner(config, duration_s=args.duration_s, config_file=config_file).run()
     except JetpolicyError as exc:
         print(f"jetpolicy run: {exc}", file=sys.stderr)
         return 2
