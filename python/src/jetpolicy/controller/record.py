@@ -15,10 +15,12 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from jetpolicy.common.errors import JetpolicyError
 from jetpolicy.common.schema import SchemaProblem, load_schema, parse_checked, version_problem
+
+T = TypeVar("T")
 
 __all__ = [
     "GATE_NAMES",
@@ -72,6 +74,20 @@ def off_schema(source: str, schema: str, problems: List[SchemaProblem]) -> Recor
     more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
     first = problems[0]
     return RecordError(source, first.path, f"{first.message}{more}, against {schema}.schema.json")
+
+
+def parse_versioned(
+    data: Any, source: str, schema: str, supported: int, parse: Callable[[], T]
+) -> T:
+    """A controller document: its schema_version first (a newer one is refused), then `parse`
+    checked against `schema`, the reader's own messages winning where both find a problem."""
+    if isinstance(data, Mapping):
+        problem = version_problem(data, "schema_version", supported)
+        if problem:
+            raise RecordError(source, "schema_version", f"{problem}; update this controller checkout")
+    return parse_checked(
+        load_schema(schema), data, parse, lambda problems: off_schema(source, schema, problems)
+    )
 
 
 def finite_or_none(value: Optional[float]) -> Optional[float]:
@@ -447,16 +463,9 @@ class HostRecord:
     @classmethod
     def from_json(cls, data: Any, source: str, default_host: Optional[str] = None) -> HostRecord:
         """Parse one record; `source` (the file) and the field name are in every error."""
-        if isinstance(data, Mapping):
-            problem = version_problem(data, "schema_version", HOST_RECORD_SCHEMA_VERSION)
-            if problem:
-                raise RecordError(source, "schema_version", f"{problem}; update this controller checkout")
-
-        return parse_checked(
-            load_schema(HOST_RECORD_SCHEMA),
-            data,
+        return parse_versioned(
+            data, source, HOST_RECORD_SCHEMA, HOST_RECORD_SCHEMA_VERSION,
             lambda: cls._parse(data, source, default_host),
-            lambda problems: off_schema(source, HOST_RECORD_SCHEMA, problems),
         )
 
     @classmethod

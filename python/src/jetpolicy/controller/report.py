@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from jetpolicy.common.errors import JetpolicyError
-from jetpolicy.common.schema import describe_problems, load_schema, parse_checked, version_problem
+from jetpolicy.common.schema import describe_problems, load_schema
 from jetpolicy.controller.record import (
     OUTCOME_VERDICTS,
     GateResult,
@@ -28,7 +28,7 @@ from jetpolicy.controller.record import (
     RecordError,
     TimingGate,
     load_host_record,
-    off_schema,
+    parse_versioned,
 )
 
 __all__ = [
@@ -422,15 +422,8 @@ def read_summary(report_dir: Path) -> ReportSummary:
         raise RecordError(source, "", f"unreadable report: {exc}") from exc
     if not isinstance(data, dict):
         raise RecordError(source, "", "expected a JSON object")
-    problem = version_problem(data, "schema_version", REPORT_SCHEMA_VERSION)
-    if problem:
-        raise RecordError(source, "schema_version", f"{problem}; update this controller checkout")
-
-    return parse_checked(
-        load_schema(REPORT_SCHEMA),
-        data,
-        lambda: _summary(data, source, Path(report_dir)),
-        lambda problems: off_schema(source, REPORT_SCHEMA, problems),
+    return parse_versioned(
+        data, source, REPORT_SCHEMA, REPORT_SCHEMA_VERSION, lambda: _summary(data, source, Path(report_dir))
     )
 
 
