@@ -380,7 +380,7 @@ def test_receiver_checks_uids_through_the_seam(tmp_path: Path) -> None:
 
 def test_allowed_uids_take_names_and_refuse_unknown_users_and_udp() -> None:
     """User names resolve to uids; an unknown user and allowed_uids on a UDP transport fail with a fix."""
-    assert allowed_uid_set(["root", 4242]) == frozenset({0, 4242})
+    assert allowed_uid_set(["root", 4242, "1001"]) == frozenset({0, 4242, 1001})
     with pytest.raises(TransportError, match="not a user on this host"):
         allowed_uid_set(["no-such-user-jetpolicy"])
     with pytest.raises(TransportError, match="unix sockets only") as info:

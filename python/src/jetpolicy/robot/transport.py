@@ -123,6 +123,9 @@ def allowed_uid_set(allowed: Optional[Sequence[Union[int, str]]]) -> FrozenSet[i
         if isinstance(entry, int) and not isinstance(entry, bool):
             uids.add(entry)
             continue
+        if str(entry).isdigit():  # "1001" from an inventory that quoted it: a uid, not a name
+            uids.add(int(str(entry)))
+            continue
         try:
             uids.add(pwd.getpwnam(str(entry)).pw_uid)
         except KeyError:
