@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from jetpolicy.common.errors import ConfigError
 from jetpolicy.common.schema import (
@@ -26,6 +26,7 @@ from jetpolicy.robot.transport import (
     DEFAULT_ACTION_ADDRESS,
     DEFAULT_MAX_PACKETS_PER_POLL,
     DEFAULT_OBSERVATION_ADDRESS,
+    MAX_UID,
     TransportError,
     check_bind,
     parse_address,
@@ -76,6 +77,8 @@ class TransportConfig:
     allowed_peers: Optional[List[str]] = None  # udp/unix: senders accepted; None: the action_to peer
     max_packets_per_tick: int = DEFAULT_MAX_PACKETS_PER_POLL  # udp/unix: datagrams read per tick
     allow_wildcard_bind: bool = False  # udp: a 0.0.0.0 bind only when asked for
+    # unix: sender uids (numbers or user names) accepted; None: the runner's own uid and root
+    allowed_uids: Optional[List[Union[int, str]]] = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ _TOP_KEYS = {
 }  # fmt: skip
 _TRANSPORT_KEYS = {
     "kind", "bind", "action_to", "seed", "path", "loop", "allowed_peers", "max_packets_per_tick",
-    "allow_wildcard_bind",
+    "allow_wildcard_bind", "allowed_uids",
 }  # fmt: skip
 _REALTIME_KEYS = {"sched_fifo_priority", "cpu_affinity", "mlockall", "gc_freeze", "required"}
 _MISS_POLICY_KEYS = {"hold_after", "decay_after", "safe_after", "recover_after"}
@@ -192,6 +195,8 @@ def _transport(raw: Any, source: str, base: Path) -> TransportConfig:
                 'list sender IPs (udp, e.g. ["127.0.0.1"]) or socket paths (unix); null: the action_to peer',
             )  # fmt: skip
         values["allowed_peers"] = list(peers)
+    if raw.get("allowed_uids") is not None:
+        values["allowed_uids"] = _allowed_uids(raw["allowed_uids"], kind, where)
     if "max_packets_per_tick" in raw:
         values["max_packets_per_tick"] = _number(raw, "max_packets_per_tick", where, 1, 4096, integer=True)
     if "allow_wildcard_bind" in raw:
@@ -214,6 +219,25 @@ def _transport(raw: Any, source: str, base: Path) -> TransportConfig:
     elif kind == "replay":
         raise _fail(where, "path", "is required for a replay transport", "point it at an .npz recording")
     return TransportConfig(**values)
+
+
+def _allowed_uids(uids: Any, kind: str, where: str) -> List[Union[int, str]]:
+    def is_uid(entry: Any) -> bool:
+        if isinstance(entry, bool):
+            return False
+        return (isinstance(entry, int) and 0 <= entry <= MAX_UID) or (isinstance(entry, str) and bool(entry))
+
+    if not isinstance(uids, list) or not uids or not all(is_uid(u) for u in uids):
+        raise _fail(
+            where, "allowed_uids", f"must be a non-empty list of uids or user names, got {uids!r}",
+            'list the users the driver runs as, e.g. [0, "robot"]; null: the runner\'s own user and root',
+        )  # fmt: skip
+    if kind == "udp":
+        raise _fail(
+            where, "allowed_uids", "applies to unix transports only (a UDP datagram carries no sender uid)",
+            "remove it, and list UDP senders in allowed_peers",
+        )  # fmt: skip
+    return list(uids)
 
 
 def _realtime(raw: Any, source: str) -> RealtimeConfig:

@@ -228,6 +228,7 @@ def build_io(
             allowed_peers=transport.allowed_peers,
             max_packets_per_poll=transport.max_packets_per_tick,
             allow_wildcard_bind=transport.allow_wildcard_bind,
+            allowed_uids=transport.allowed_uids,
         )
         return socket_io.receiver, socket_io.publisher, socket_io
     source: Union[SyntheticSource, ReplaySource]
@@ -431,13 +432,15 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
     """Counters and percentiles of a control loop (all zeros before it exists)."""
     by_reason: Dict[str, int] = dict(getattr(receiver, "rejected", {reason: 0 for reason in REJECT_REASONS}))
     capped = int(getattr(receiver, "capped_polls", 0))
+    queue_drops = int(getattr(receiver, "queue_drops", 0))
     if loop is None:
         zero = {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
         return {
             "ticks": 0, "overruns": 0, "skipped_periods": 0, "deadline_misses": 0, "deadline_miss_rate": 0.0,
             "latency_us": zero, "inference_us": zero, "period_error_us": {"p50": 0.0, "p99": 0.0, "max": 0.0},
             "jitter_us": 0.0, "drift_pct": 0.0, "stale_ticks": 0, "rejected_packets": 0,
-            "rejected_by_reason": by_reason, "capped_polls": capped, "safe_actions": 0,
+            "rejected_by_reason": by_reason, "capped_polls": capped, "queue_drops": queue_drops,
+            "safe_actions": 0,
             "missed_deadlines": 0, "late_actions_dropped": 0, "nonfinite_outputs": 0,
             "miss_policy": MissPolicy(MissPolicyConfig()).to_dict(),
         }  # fmt: skip
@@ -460,6 +463,7 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
         "rejected_packets": sum(by_reason.values()),
         "rejected_by_reason": by_reason,
         "capped_polls": capped,
+        "queue_drops": queue_drops,
         "safe_actions": loop.safe_actions,
         "late_actions_dropped": loop.late_actions_dropped,
         "nonfinite_outputs": loop.nonfinite_outputs,

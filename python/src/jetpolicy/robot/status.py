@@ -140,6 +140,15 @@ def render_prometheus(status: Mapping[str, Any]) -> str:
            [f'jetpolicy_latency_seconds{{quantile="{q}"}} {latency[k] / 1e6:.9f}' for q, k in quantiles])
     metric("jetpolicy_jitter_seconds", "gauge", "Standard deviation of the actual control period.",
            [f"jetpolicy_jitter_seconds {status['jitter_us'] / 1e6:.9f}"])
+    # .get: a status from before these counters existed still renders.
+    transport_counters = (
+        ("jetpolicy_capped_polls_total", "capped_polls",
+         "Ticks that read max_packets_per_tick datagrams and left more queued for later ticks."),
+        ("jetpolicy_receive_queue_drops_total", "queue_drops",
+         "Observation datagrams the kernel dropped because the socket queue was full (udp)."),
+    )
+    for name, key, help_text in transport_counters:
+        metric(name, "counter", help_text, [f"{name} {int(status.get(key, 0))}"])
     by_reason = sorted(status.get("rejected_by_reason", {}).items())
     metric("jetpolicy_rejected_packets_total", "counter", "Observation packets dropped, by reason.",
            [f'jetpolicy_rejected_packets_total{{reason="{_escape(r)}"}} {n}' for r, n in by_reason])

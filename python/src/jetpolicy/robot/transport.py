@@ -2,14 +2,16 @@
 
 One datagram = a 24-byte little-endian header + float32 payload. Observations carry every
 observation input concatenated in manifest order; actions carry every action output likewise.
-The receive side never raises on bad input: malformed or non-finite packets are dropped and
-counted per reason, because one bad sender must not stop the control loop.
+The receive side never raises on bad input: malformed or non-finite packets, and packets from a
+sender it does not trust, are dropped and counted per reason, because one bad sender must not stop
+the control loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import socket
 import struct
 import time
@@ -32,11 +34,21 @@ DEFAULT_OBSERVATION_ADDRESS = "127.0.0.1:47800"
 DEFAULT_ACTION_ADDRESS = "127.0.0.1:47801"
 REJECT_REASONS = (
     "short", "bad_magic", "bad_version", "wrong_kind", "wrong_size", "non_finite", "unknown_peer",
+    "unknown_uid",
 )  # fmt: skip
 # Datagrams read per poll at most: a flood (or a sender far faster than the control rate) then
 # costs a bounded slice of each tick; what is left waits in the kernel queue for the next tick.
 DEFAULT_MAX_PACKETS_PER_POLL = 32
 WILDCARD_HOSTS = ("0.0.0.0", "::", "", "*")
+# Linux's value on every architecture a Jetson or the CI runs (asm-generic); Python has no name for it.
+SO_RXQ_OVFL = int(getattr(socket, "SO_RXQ_OVFL", 40))
+UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+# Room for exactly one SCM_CREDENTIALS message: a sender that also passes file descriptors then
+# has them discarded by the kernel (MSG_CTRUNC) instead of installed in the runner.
+CREDENTIALS_SPACE = socket.CMSG_SPACE(UCRED.size)
+DROPS_SPACE = socket.CMSG_SPACE(4)  # SO_RXQ_OVFL: uint32, datagrams the kernel dropped so far
+ROOT_UID = 0
+MAX_UID = 2**32 - 2  # (uid_t)-1 means "no user"
 
 Address = Union[Tuple[str, int], str]
 
@@ -101,11 +113,61 @@ def allowed_peer_set(kind: str, allowed: Optional[Sequence[str]], action_to: Add
     return frozenset(peers)
 
 
-def open_socket(kind: str, bind: Optional[Address]) -> socket.socket:
-    """A non-blocking datagram socket, bound when `bind` is given."""
+def allowed_uid_set(allowed: Optional[Sequence[Union[int, str]]]) -> FrozenSet[int]:
+    """The user ids a unix sender may have. By default the runner's own user and root: the users
+    who can write to a socket file the runner created (systemd's UMask=0027 leaves it 0750)."""
+    if allowed is None:
+        return frozenset({os.getuid(), os.geteuid(), ROOT_UID})
+    uids = set()
+    for entry in allowed:
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            uids.add(entry)
+            continue
+        if str(entry).isdigit():  # "1001" from an inventory that quoted it: a uid, not a name
+            uids.add(int(str(entry)))
+            continue
+        try:
+            uids.add(pwd.getpwnam(str(entry)).pw_uid)
+        except KeyError:
+            raise TransportError(
+                f"allowed uid {entry!r} is not a user on this host",
+                "list the numeric uid or the user name the robot's driver runs as",
+            ) from None
+    return frozenset(uids)
+
+
+def read_ancillary(ancdata: Sequence[Tuple[int, int, bytes]]) -> Tuple[Optional[int], Optional[int]]:
+    """The sender's uid (unix, SCM_CREDENTIALS) and the kernel's drop count (udp, SO_RXQ_OVFL) from
+    one datagram's control messages; None for what it does not carry. Descriptors a sender passed
+    (SCM_RIGHTS) are closed: the runner never keeps what a sender pushes into it."""
+    uid: Optional[int] = None
+    drops: Optional[int] = None
+    for level, kind, data in ancdata:
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_CREDENTIALS and len(data) >= UCRED.size:
+            uid = UCRED.unpack_from(data)[1]
+        elif kind == SO_RXQ_OVFL and len(data) >= 4:
+            drops = struct.unpack_from("=I", data)[0]
+        elif kind == socket.SCM_RIGHTS:
+            for fd in struct.unpack_from(f"={len(data) // 4}i", data):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+    return uid, drops
+
+
+def open_socket(kind: str, bind: Optional[Address], observe: bool = False) -> socket.socket:
+    """A non-blocking datagram socket, bound when `bind` is given. `observe`: the runner's receive
+    socket, which asks the kernel for each unix sender's credentials and for the udp drop count."""
     family = socket.AF_INET if kind == "udp" else socket.AF_UNIX
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if observe and kind == "unix":
+            # Before bind, so no datagram can be queued without credentials.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        elif observe:
+            with contextlib.suppress(OSError):  # only a counter: a kernel without it still runs
+                sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if bind is not None:
             if isinstance(bind, str) and not bind.startswith("\0") and os.path.exists(bind):
                 # A stale socket file from a previous run would make bind fail with EADDRINUSE.
@@ -148,8 +210,11 @@ class ObservationReceiver:
 
     `poll()` returns the observation views when at least one valid packet arrived since the last
     poll, else None. The views are preallocated and overwritten by later polls. With `allowed_peers`
-    a packet from any other sender is dropped as `unknown_peer`; at most `max_packets` datagrams
-    are read per poll (`capped_polls` counts the polls that stopped there).
+    a packet from any other sender address is dropped as `unknown_peer`; with `allowed_uids` (unix
+    sockets with SO_PASSCRED) a packet whose sender's uid is not listed, or that carries no
+    credentials, is dropped as `unknown_uid`. At most `max_packets` datagrams are read per poll:
+    `capped_polls` counts the polls that stopped there with datagrams still queued (read by later
+    polls), `queue_drops` the datagrams the kernel dropped because the queue was full (udp).
     """
 
     def __init__(
@@ -158,18 +223,24 @@ class ObservationReceiver:
         specs: Sequence[TensorSpec],
         allowed_peers: Optional[FrozenSet[str]] = None,
         max_packets: int = DEFAULT_MAX_PACKETS_PER_POLL,
+        allowed_uids: Optional[FrozenSet[int]] = None,
     ) -> None:
         self._sock = sock
         self._kind = "udp" if sock.family == socket.AF_INET else "unix"
         self._allowed = allowed_peers
+        self._allowed_uids = allowed_uids
         self._max_packets = max_packets
+        self._ancillary_space = CREDENTIALS_SPACE if self._kind == "unix" else DROPS_SPACE
         self.capped_polls = 0
+        self.queue_drops = 0
         self.specs = list(specs)
         self._count = payload_size(self.specs)
         self._expected_len = HEADER_SIZE + FLOAT_SIZE * self._count
         # One spare float so an oversized datagram is detected instead of silently truncated to fit.
         self._buf = bytearray(self._expected_len + FLOAT_SIZE)
         self._view = memoryview(self._buf)
+        self._buffers = [self._view]
+        self._peek = bytearray(1)
         self._incoming = np.frombuffer(self._buf, dtype="<f4", count=self._count, offset=HEADER_SIZE)
         self._latest = np.zeros(self._count, dtype=np.float32)
         self.observation = split_views(self._latest, self.specs)
@@ -199,20 +270,39 @@ class ObservationReceiver:
             return "non_finite"
         return None
 
+    def _untrusted(self, sender: Any, uid: Optional[int]) -> Optional[str]:
+        """Why a datagram's sender is refused, or None when it may be used."""
+        if self._allowed is not None and normalize_peer(self._kind, sender) not in self._allowed:
+            return "unknown_peer"
+        if self._allowed_uids is not None and uid not in self._allowed_uids:
+            return "unknown_uid"
+        return None
+
+    def _more_queued(self) -> bool:
+        try:
+            self._sock.recv_into(self._peek, 1, socket.MSG_PEEK)
+        except OSError:  # BlockingIOError: the queue is empty
+            return False
+        return True
+
     def poll(self) -> Optional[Dict[str, np.ndarray]]:
+        # Every datagram read supersedes the one before, so the observation kept is the newest
+        # valid one this poll read; the cap bounds the syscalls (untrusted and invalid ones count).
         fresh = False
         for _ in range(self._max_packets):
             try:
-                nbytes, sender = self._sock.recvfrom_into(self._view)
+                nbytes, ancdata, _flags, sender = self._sock.recvmsg_into(
+                    self._buffers, self._ancillary_space
+                )
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 # e.g. ECONNREFUSED queued by an earlier send; nothing to read from it.
                 break
-            if self._allowed is not None and normalize_peer(self._kind, sender) not in self._allowed:
-                self.rejected["unknown_peer"] += 1
-                continue
-            reason = self._validate(nbytes)
+            uid, drops = read_ancillary(ancdata) if ancdata else (None, None)
+            if drops is not None:
+                self.queue_drops = drops
+            reason = self._untrusted(sender, uid) or self._validate(nbytes)
             if reason is not None:
                 self.rejected[reason] += 1
                 continue
@@ -223,7 +313,8 @@ class ObservationReceiver:
             self.received += 1
             fresh = True
         else:
-            self.capped_polls += 1
+            if self._more_queued():
+                self.capped_polls += 1
         return self.observation if fresh else None
 
     def close(self) -> None:
@@ -303,17 +394,26 @@ class DatagramTransport:
         allowed_peers: Optional[Sequence[str]] = None,
         max_packets_per_poll: int = DEFAULT_MAX_PACKETS_PER_POLL,
         allow_wildcard_bind: bool = False,
+        allowed_uids: Optional[Sequence[Union[int, str]]] = None,
     ) -> None:
         if kind not in ("udp", "unix"):
             raise TransportError(f"datagram transport kind {kind!r} is unknown", "use udp or unix")
+        if kind == "udp" and allowed_uids is not None:
+            raise TransportError(
+                "allowed_uids applies to unix sockets only: a UDP datagram carries no sender uid",
+                "use transport.allowed_peers for UDP, or switch to a unix transport",
+            )
         self.kind = kind
         self.bind_address = parse_address(kind, bind)
         self.action_address = parse_address(kind, action_to)
         check_bind(kind, self.bind_address, allow_wildcard_bind)
         self.allowed_peers = allowed_peer_set(kind, allowed_peers, self.action_address)
-        self._sock = open_socket(kind, self.bind_address)
+        self.allowed_uids: Optional[FrozenSet[int]] = (
+            allowed_uid_set(allowed_uids) if kind == "unix" else None
+        )
+        self._sock = open_socket(kind, self.bind_address, observe=True)
         self.receiver = ObservationReceiver(
-            self._sock, observation_specs, self.allowed_peers, max_packets_per_poll
+            self._sock, observation_specs, self.allowed_peers, max_packets_per_poll, self.allowed_uids
         )
         self.publisher = ActionPublisher(self._sock, self.action_address, action_specs)
 
@@ -434,6 +534,7 @@ __all__: List[str] = [
     "KIND_OBSERVATION",
     "MAGIC",
     "REJECT_REASONS",
+    "SO_RXQ_OVFL",
     "VERSION",
     "WILDCARD_HOSTS",
     "ActionPacket",
@@ -444,8 +545,11 @@ __all__: List[str] = [
     "StaleTracker",
     "TransportError",
     "allowed_peer_set",
+    "allowed_uid_set",
     "check_bind",
     "encode",
     "normalize_peer",
+    "open_socket",
     "parse_address",
+    "read_ancillary",
 ]
