@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, List
 
@@ -82,3 +84,20 @@ def test_parity_names_a_damaged_reference(
     (release / "reference.npz").write_bytes(b"PK\x03\x04 truncated")
     assert main(["parity", "--release", str(release), "--backend", "onnxruntime"]) == 2
     assert "is damaged" in capsys.readouterr().err
+
+
+def test_temps_of_a_killed_writer_are_removed_and_a_live_ones_kept(
+    example_release: Path, tmp_path: Path
+) -> None:
+    """A run killed mid-write leaves `.reference.npz.<pid>.tmp`: the next write removes it when that
+    process is gone, and leaves one whose writer still runs."""
+    out = tmp_path / "cache" / "reference.npz"
+    out.parent.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = out.with_name(f".reference.npz.{dead.pid}.tmp")
+    live = out.with_name(f".reference.npz.{os.getppid()}.tmp")
+    killed.write_bytes(b"PK\x03\x04 half")
+    live.write_bytes(b"PK\x03\x04 busy")
+    reference.make_reference(example_release / "policy.onnx", example_release / "policy.json", out, count=2)
+    assert sorted(p.name for p in out.parent.iterdir()) == [live.name, "reference.npz"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -13,9 +14,11 @@ from release_tree import config, deploy, runtime, stage
 from jetpolicy.cli import main
 from jetpolicy.common.errors import ConfigError, JetpolicyError
 from jetpolicy.robot.releases import (
+    UNLINKED_ENGINE_GRACE_S,
     Deployment,
     current_deployment,
     current_release,
+    prune_engines,
     prune_releases,
     read_history,
     releases_to_prune,
@@ -264,3 +267,27 @@ def test_prune_removes_the_engines_of_pruned_releases(
     assert links == ["r3.engine", "r4.engine"]
     assert main(["release", "--root", str(tmp_path), "prune", "--keep", "2"]) == 0
     assert json.loads(capsys.readouterr().out) == {"changed": False, "removed": [], "engines_removed": []}
+
+
+def test_prune_keeps_a_fresh_engine_no_link_points_at_yet(tmp_path: Path) -> None:
+    """An engine never linked is a killed build's leftover or one a running deploy is about to link:
+    it goes only once it is older than the grace; one of a pruned release goes with it at once."""
+    for release in ["r1", "r2", "r3"]:
+        stage(tmp_path, release)
+        deploy(tmp_path, release)
+    for age, release in enumerate(["r1", "r2", "r3"]):
+        os.utime(tmp_path / "releases" / release, (1000 + age, 1000 + age))
+    pruned, fresh, stale = "a" * 64, "d" * 64, "e" * 64
+    engine(tmp_path, pruned, "r1")
+    engine(tmp_path, fresh)
+    engine(tmp_path, stale)
+    now = time.time()
+    grace = UNLINKED_ENGINE_GRACE_S
+    os.utime(tmp_path / "engines" / f"{fresh}.engine", (now - grace + 60, now - grace + 60))
+    os.utime(tmp_path / "engines" / f"{stale}.engine", (now - grace - 60, now - grace - 60))
+    assert prune_releases(tmp_path, keep=2) == ["r1"]
+    removed = prune_engines(tmp_path, now=now)
+    assert removed == ["by-release/r1.engine", f"{pruned}.engine", f"{stale}.engine"]
+    left = {p.name for p in (tmp_path / "engines").iterdir()}
+    assert left == {"by-release", f"{fresh}.engine", f"{fresh}.json"}
+    assert prune_engines(tmp_path, now=now + 120) == [f"{fresh}.engine"]

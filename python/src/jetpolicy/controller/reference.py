@@ -65,6 +65,7 @@ def make_reference(
     # Written beside the target and renamed: a reader (or a cached copy) never sees a torn file.
     # np.savez appends .npz to names without it, so it writes into an open handle.
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_writers_temps(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("wb") as handle:
@@ -73,6 +74,28 @@ def make_reference(
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _remove_dead_writers_temps(out: Path) -> None:
+    """Temp files a killed run left beside `out` (`.<name>.<pid>.tmp`, its process gone); one whose
+    writer still runs (a deploy beside this one) is left to it."""
+    prefix, suffix = f".{out.name}.", ".tmp"
+    for entry in out.parent.iterdir():
+        if not (entry.name.startswith(prefix) and entry.name.endswith(suffix)):
+            continue
+        pid = entry.name[len(prefix) : -len(suffix)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            entry.unlink(missing_ok=True)
 
 
 def reference_is_current(

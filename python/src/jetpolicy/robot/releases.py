@@ -58,6 +58,7 @@ __all__ = [
     "HISTORY_SCHEMA_VERSION",
     "REQUIRED_FILES",
     "RUNTIME_LINK",
+    "UNLINKED_ENGINE_GRACE_S",
     "Deployment",
     "History",
     "HistoryVersionError",
@@ -639,30 +640,51 @@ def prune_releases(root: Path, keep: int, also_keep: Iterable[str] = ()) -> List
 
 # trtexec's cache: <engines>/<64 hex cache key>.engine and its sidecar <key>.json.
 _CACHED_ENGINE = re.compile(r"^[0-9a-f]{64}\.engine$")
+# An engine no link has pointed at is either a killed build's (trtexec moved it into place, the
+# link task never ran) or one a deploy running now has just built and is about to link: the two
+# look alike on disk, so only one left untouched this long is taken for a leftover. A build takes
+# minutes, the link follows it by seconds.
+UNLINKED_ENGINE_GRACE_S = 30 * 60
 
 
-def prune_engines(root: Path, engine_dir: Optional[Path] = None) -> List[str]:
+def prune_engines(
+    root: Path,
+    engine_dir: Optional[Path] = None,
+    unlinked_grace_s: float = UNLINKED_ENGINE_GRACE_S,
+    now: Optional[float] = None,
+) -> List[str]:
     """Remove the engines of releases no longer on disk: their `by-release/<id>.engine` links, then
-    each cached engine (and its sidecar) that no link points at any more. Returns the removed
-    names, links as `by-release/<id>.engine`. Engines are rebuilt from the ONNX when needed again."""
+    each cached engine (and its sidecar) that only those links pointed at. A cached engine that no
+    link pointed at before this prune goes once it is `unlinked_grace_s` old (see
+    UNLINKED_ENGINE_GRACE_S). Returns the removed names, links as `by-release/<id>.engine`.
+    Engines are rebuilt from the ONNX when needed again."""
     engines = engine_dir or root / "engines"
     by_release = engines / "by-release"
     releases_dir = root / "releases"
     removed: List[str] = []
     kept_targets = set()
+    pruned_targets = set()
     for link in sorted(by_release.iterdir()) if by_release.is_dir() else []:
         if not link.name.endswith(".engine"):
             continue
         if (releases_dir / link.name[: -len(".engine")]).is_dir():
             kept_targets.add(os.path.realpath(link))
             continue
+        pruned_targets.add(os.path.realpath(link))
         link.unlink()
         removed.append(f"by-release/{link.name}")
+    oldest = (time.time() if now is None else now) - unlinked_grace_s
     for engine in sorted(engines.iterdir()) if engines.is_dir() else []:
-        if _CACHED_ENGINE.match(engine.name) and os.path.realpath(engine) not in kept_targets:
-            engine.unlink()
-            engine.with_suffix(".json").unlink(missing_ok=True)  # the sidecar (build record)
-            removed.append(engine.name)
+        if not _CACHED_ENGINE.match(engine.name):
+            continue
+        target = os.path.realpath(engine)
+        if target in kept_targets:
+            continue
+        if target not in pruned_targets and engine.stat().st_mtime > oldest:
+            continue  # never linked yet: maybe a build a running deploy is about to link
+        engine.unlink()
+        engine.with_suffix(".json").unlink(missing_ok=True)  # the sidecar (build record)
+        removed.append(engine.name)
     return removed
 
 
