@@ -6,10 +6,15 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export CONTAINERS_CONF := $(abspath sim/containers.conf)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: setup example fleet demo test lint unit integration molecule bench bench-fleet clean
+.PHONY: setup lock example fleet demo test lint unit integration molecule bench bench-fleet clean
 
 setup:
 	bash scripts/setup.sh
+
+# Re-resolve every lock under requirements/ (controller, oldest ansible-core, each robot platform)
+# from the .in files and python/pyproject.toml; review the diff and commit it.
+lock: setup
+	bash scripts/lock.sh
 
 example: setup examples/build/mlp/policy.onnx
 

@@ -49,8 +49,8 @@ cp library/*.py "$view/plugins/modules/"
 cp module_utils/*.py "$view/plugins/module_utils/"
 sed -i -E 's/^([[:space:]]*from )ansible\.module_utils\.(jetpolicy_[a-z_]+)/\1ansible_collections.jetpolicy.fleet.plugins.module_utils.\2/' \
   "$view"/plugins/modules/*.py "$view"/plugins/module_utils/*.py
-# The oldest ansible-core whose module API the modules use (the controller pins ansible 11+, core 2.18).
-printf -- '---\nrequires_ansible: ">=2.18.0"\n' >"$view/meta/runtime.yml"
+# The supported ansible-core range (README "Supported versions"; the inventory check enforces it).
+printf -- '---\nrequires_ansible: ">=2.18.0,<2.20.0"\n' >"$view/meta/runtime.yml"
 cat >"$view/galaxy.yml" <<'EOF'
 namespace: jetpolicy
 name: fleet

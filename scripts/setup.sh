@@ -21,15 +21,31 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 bash scripts/enable-arm64.sh
 
-stamp="$venv/.jetpolicy-requirements"
-want="$(cat requirements/controller.txt python/pyproject.toml | sha256sum | cut -d' ' -f1)"
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: creating $venv (Ansible, Molecule, PyTorch CPU, ONNX; a few minutes the first time)"
+# A virtualenv holds exactly its lock (requirements/*.lock, `make lock` refreshes them): installed
+# with --require-hashes, then checked against it. A changed lock rebuilds the venv from nothing, so
+# no package of an earlier lock stays behind.
+locked_venv() {
+  local venv="$1" lock="$2" stamp want
+  stamp="$venv/.jetpolicy-lock"
+  want="$(cat "$lock" python/pyproject.toml | sha256sum | cut -d' ' -f1)"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  echo "setup: creating $venv from $lock (a few minutes the first time)"
+  rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -r requirements/controller.txt
-  "$venv/bin/pip" install -q --no-deps -e python/
+  "$venv/bin/python" -m pip install -q --require-hashes --no-deps -r "$lock"
+  # The package itself, editable, built by the locked setuptools (no isolated build env).
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e python/
+  "$venv/bin/python" scripts/check_lock.py "$lock"
   echo "$want" >"$stamp"
+}
+
+locked_venv "$venv" requirements/controller.lock
+# `scripts/setup.sh oldest-ansible` (the test suite's fleet stage) adds the oldest supported
+# ansible-core's venv beside it.
+if [ "${1:-}" = oldest-ansible ]; then
+  locked_venv "${VENV_OLDEST:-.venv-oldest}" requirements/fleet-oldest.lock
 fi
 
 bash sim/build-image.sh

@@ -83,7 +83,8 @@ def test_a_broken_wheel_is_named(tmp_path: Path) -> None:
 def test_bundle_json_lists_every_shipped_wheel(tmp_path: Path) -> None:
     """`jetpolicy bundle-runtime`'s JSON maps each wheel's distribution to its licence; a complete
     bundle in the cache is read as it is (no pip run)."""
-    key = bundle_key(PYTHON_DIR, "3.10", "aarch64", "2.35")
+    lock = PYTHON_DIR.parent / "requirements" / "robot" / "py3.10-aarch64-glibc2.35-l4t.lock"
+    key = bundle_key(PYTHON_DIR, "3.10", "aarch64", "2.35", lock)
     bundle_dir = tmp_path / key
     bundle_dir.mkdir()
     make_wheel(bundle_dir, "jetpolicy", "0.1.0", expression="Apache-2.0")
@@ -91,7 +92,7 @@ def test_bundle_json_lists_every_shipped_wheel(tmp_path: Path) -> None:
     make_wheel(bundle_dir, "pip", "24.2", license_field="MIT")
     (bundle_dir / "COMPLETE").write_text(key + "\n", encoding="utf-8")
 
-    bundle = build_bundle(PYTHON_DIR, tmp_path, "3.10", "aarch64", "2.35")
+    bundle = build_bundle(PYTHON_DIR, tmp_path, "3.10", "aarch64", "2.35", lock)
 
     assert not bundle.built
     expected = {"jetpolicy": "Apache-2.0", "numpy": "BSD License", "pip": "MIT"}

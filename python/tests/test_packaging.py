@@ -142,17 +142,20 @@ def test_platforms_no_robot_has_are_refused(python_version: str, arch: str, glib
         pip_platform_args(python_version, arch, glibc)
 
 
-def test_bundle_key_follows_the_platform_and_constraints() -> None:
-    """One key per robot platform and pin set (pin order aside); the same inputs give the same key."""
+def test_bundle_key_follows_the_platform_and_the_lock(tmp_path: Path) -> None:
+    """One key per robot platform and lock content; the same inputs give the same key."""
+    lock = tmp_path / "a.lock"
+    lock.write_text("numpy==1.26.4 --hash=sha256:" + "0" * 64 + "\n", encoding="utf-8")
     keys = {
-        bundle_key(PYTHON_DIR, python_version, arch, glibc)
+        bundle_key(PYTHON_DIR, python_version, arch, glibc, lock)
         for python_version, arch, glibc, _ in (p.values for p in ROBOT_PLATFORMS)
     }
     assert len(keys) == len(ROBOT_PLATFORMS)
-    jp5 = bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", ["numpy<2", "pip>=23"])
-    assert jp5 == bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", ["pip>=23", "numpy<2"])
-    assert jp5 != bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", ["numpy<2"])
+    jp5 = bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", lock)
+    assert jp5 == bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", lock)
     assert jp5.startswith("py3.8-aarch64-")
+    lock.write_text("numpy==1.26.3 --hash=sha256:" + "1" * 64 + "\n", encoding="utf-8")
+    assert jp5 != bundle_key(PYTHON_DIR, "3.8", "aarch64", "2.31", lock)
 
 
 def test_every_module_declares_its_public_names() -> None:

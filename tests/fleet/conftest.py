@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleetlib import INVENTORY, JETSON_ROBOT, ROBOTS, Robot, make_policy, run
+from fleetlib import INVENTORY, JETSON_ROBOT, ROBOTS, VENV_BIN, Robot, make_policy, run
+
+# scripts/test.sh runs each fleet group with one end of the supported ansible-core range and says
+# which here: a run that silently took another venv's Ansible would test nothing of that end.
+EXPECTED_CORE_ENV = "JETPOLICY_EXPECT_ANSIBLE_CORE"
+
+
+def ansible_core_version() -> str:
+    proc = run([str(VENV_BIN / "ansible-playbook"), "--version"], check=True)
+    first: str = proc.stdout.splitlines()[0]  # "ansible-playbook [core 2.19.14]"
+    return first.split("core", 1)[1].strip(" []")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ansible_core() -> str:
+    version = ansible_core_version()
+    expected = os.environ.get(EXPECTED_CORE_ENV)
+    if expected and not (version == expected or version.startswith(expected + ".")):
+        pytest.fail(f"{EXPECTED_CORE_ENV}={expected} but {VENV_BIN}/ansible-playbook is ansible-core {version}")
+    return version
+
+
+def pytest_report_header() -> str:
+    return f"ansible-core {ansible_core_version()} ({VENV_BIN})"
 
 
 def ensure_fleet() -> None:

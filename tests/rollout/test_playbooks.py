@@ -101,6 +101,30 @@ def test_bad_inventory_fails_provision(tmp_path: Path) -> None:
     _assert_stopped(REPO / "playbooks" / "provision.yml", inventory, "jetpolicy_root is \"relative/root\"", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("support_range", "expected"),
+    [
+        ({"jetpolicy_ansible_core_min": "2.99"}, "jetpolicy supports 2.99 up to (not including) 2.20"),
+        ({"jetpolicy_ansible_core_below": "2.1"}, "jetpolicy supports 2.18 up to (not including) 2.1"),
+    ],
+    ids=["older-than-supported", "newer-than-supported"],
+)
+def test_an_unsupported_ansible_core_stops_before_any_robot(
+    support_range: dict[str, str], expected: str, tmp_path: Path
+) -> None:
+    """This controller's ansible-core outside the supported range (moved around it here) stops the
+    deploy in its first play, naming the version, the range, JetPack 5's Python and the fix."""
+    result = ansible_playbook(
+        REPO / "deploy.yml", write_inventory(tmp_path, {**GOOD, **support_range}), "--tags", "inventory",
+        tmp_path=tmp_path,
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output
+    assert expected in output
+    assert "This controller runs ansible-core 2.1" in output
+    assert "cannot run modules on Python 3.8" in output
+
+
 def _assert_stopped(playbook: Path, inventory: Path, expected: str, tmp_path: Path) -> None:
     result = ansible_playbook(playbook, inventory, "--tags", "inventory", tmp_path=tmp_path)
     output = " ".join((result.stdout + result.stderr).split())

@@ -3,11 +3,18 @@ plus its dependency wheels for the ROBOT's architecture, Python version and glib
 controller's).
 
 The robot's wheel is built from `jetpolicy.common` and `jetpolicy.robot` only: the controller side
-(export, rollout, report, this bundler) never reaches a robot. The bundle directory is keyed by a
-hash of everything that decides its content (shipped sources, target platform, pip arguments), so
-an unchanged runtime is never rebuilt or re-shipped. `jetpolicy bundle-runtime` prints one JSON
-object: key, dir, wheels, built, jetpolicy_version, and licenses (each shipped distribution's
-licence as its wheel declares it, for whoever audits what robots carry).
+(export, rollout, report, this bundler) never reaches a robot. The dependency wheels are the ones a
+lock for the robot's platform names (requirements/robot/*.lock, `make lock`), downloaded with
+`--require-hashes`; the jetpolicy wheel is built reproducibly (fixed timestamps and file modes), so
+two controllers with the same sources and lock ship byte-identical bundles under the same key.
+The bundle directory is keyed by a hash of everything that decides its content (shipped sources,
+the lock, target platform, pip arguments), so an unchanged runtime is never rebuilt or re-shipped.
+Beside the wheels it holds install.txt and pip.txt: every wheel pinned to its sha256, for the
+robot's `pip install --require-hashes` (a swapped wheel is refused there).
+
+`jetpolicy bundle-runtime` prints one JSON object: key, dir, wheels, built, jetpolicy_version,
+lock (the lock file used), and licenses (each shipped distribution's licence as its wheel declares
+it, for whoever audits what robots carry).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import argparse
 import email.parser
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,12 +43,15 @@ __all__ = [
     "build_bundle",
     "bundle_key",
     "bundle_licenses",
+    "find_lock",
+    "lock_name",
     "pip_platform_args",
     "platform_tags",
     "register",
     "robot_source_files",
     "stage_robot_source",
     "wheel_license",
+    "write_requirements",
 ]
 
 # Oldest manylinux_2_x tag worth asking for (manylinux2014 == 2_17).
@@ -51,8 +63,17 @@ OLDEST_PYTHON_MINOR = 8
 # The parts of the package a robot runs; everything else under src/jetpolicy stays home.
 ROBOT_PACKAGES = ("common", "robot")
 # Part of every bundle key: raise it when what a bundle holds changes for the same inputs.
-BUNDLE_LAYOUT = 2
+BUNDLE_LAYOUT = 3
 _PROJECT_FILES = ("pyproject.toml", "README.md")
+# The jetpolicy wheel's zip timestamps (1980-01-01, the zip format's first day): with these and fixed
+# file modes, the same sources give the same wheel bytes on every controller.
+WHEEL_SOURCE_DATE_EPOCH = "315532800"
+# What the robot installs from (every wheel with its sha256), and the pip upgrade before it.
+INSTALL_REQUIREMENTS = "install.txt"
+PIP_REQUIREMENTS = "pip.txt"
+_LOCK_NAME = re.compile(
+    r"^py(?P<python>3\.\d+)-(?P<arch>[a-z0-9_]+)-glibc2\.(?P<glibc>\d+)(?P<l4t>-l4t)?\.lock$"
+)
 
 
 class BundleError(JetpolicyError):
@@ -66,6 +87,7 @@ class Bundle:
     wheels: List[str]
     built: bool
     jetpolicy_version: str
+    lock: str
     licenses: Dict[str, str]
 
 
@@ -101,12 +123,46 @@ def pip_platform_args(python_version: str, arch: str, glibc: str) -> List[str]:
     return args
 
 
-def bundle_key(
-    source: Path, python_version: str, arch: str, glibc: str, constraints: Sequence[str] = ()
-) -> str:
-    """The cache key of a bundle: it changes with anything that changes the wheels chosen."""
+def lock_name(python_version: str, arch: str, glibc: str, l4t: bool) -> str:
+    """The file name of the runtime lock made for exactly this platform (scripts/lock.sh)."""
+    return f"py{python_version}-{arch}-glibc{glibc}{'-l4t' if l4t else ''}.lock"
+
+
+def find_lock(lock_dir: Path, python_version: str, arch: str, glibc: str, l4t: bool) -> Path:
+    """The runtime lock for a robot: the one made for its platform, else the one for the same Python,
+    arch and L4T-ness with the newest glibc not newer than the robot's (its wheels all load there)."""
+    exact = lock_dir / lock_name(python_version, arch, glibc, l4t)
+    if exact.is_file():
+        return exact
+    platform_tags(arch, glibc)  # a malformed glibc is reported as such, not as a missing lock
+    robot_glibc = int(glibc.split(".")[1])
+    usable = []
+    for path in lock_dir.glob("*.lock"):
+        match = _LOCK_NAME.match(path.name)
+        if (
+            match
+            and match["python"] == python_version
+            and match["arch"] == arch
+            and bool(match["l4t"]) == l4t
+            and int(match["glibc"]) <= robot_glibc
+        ):
+            usable.append((int(match["glibc"]), path))
+    if usable:
+        return max(usable)[1]
+    known = ", ".join(sorted(p.name for p in lock_dir.glob("*.lock"))) or "none"
+    raise BundleError(
+        f"no runtime lock for Python {python_version}, {arch}, glibc {glibc}{' (L4T)' if l4t else ''} "
+        f"in {lock_dir} (there: {known})",
+        f"add the platform to ROBOT_PLATFORMS in scripts/lock.sh, run `make lock` and commit "
+        f"{exact.name}",
+    )
+
+
+def bundle_key(source: Path, python_version: str, arch: str, glibc: str, lock: Path) -> str:
+    """The cache key of a bundle: it changes with anything that changes the wheels shipped."""
     pip_args = pip_platform_args(python_version, arch, glibc)
-    key_material = json.dumps([BUNDLE_LAYOUT, source_digest(source), pip_args, sorted(constraints)])
+    lock_digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    key_material = json.dumps([BUNDLE_LAYOUT, source_digest(source), pip_args, lock_digest])
     return f"py{python_version}-{arch}-" + hashlib.sha256(key_material.encode()).hexdigest()[:12]
 
 
@@ -137,11 +193,13 @@ def source_digest(source: Path) -> str:
 
 
 def stage_robot_source(source: Path, dest: Path) -> Path:
-    """Copy the robot side of python/ into `dest`, ready for `pip wheel`."""
+    """Copy the robot side of python/ into `dest`, ready for `pip wheel`. Modes are fixed (a
+    checkout's follow its umask) because the wheel records them."""
     for relative in robot_source_files(source):
         target = dest / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / relative, target)
+        shutil.copyfile(source / relative, target)
+        target.chmod(0o644)
     return dest
 
 
@@ -186,13 +244,46 @@ def bundle_licenses(bundle: Path) -> Dict[str, str]:
 
 
 def _pip(*args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": WHEEL_SOURCE_DATE_EPOCH}
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        output = (proc.stderr or proc.stdout).strip()
+        tail = " ".join(output.splitlines()[-3:])
+        if "DO NOT MATCH THE HASHES" in output:
+            raise BundleError(
+                f"pip {args[0]}: a downloaded file does not match its hash in the lock: {tail}",
+                "the index served other bytes than when the lock was made: check the index (or "
+                "mirror) is the one the lock was made from; `make lock` only if the change is trusted",
+            )
         raise BundleError(
             f"pip {args[0]} failed (rc {proc.returncode}): {tail}",
             "check the controller reaches its package index, or pre-fill the wheel cache",
         )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pinned(wheel: Path) -> str:
+    name, version = wheel.name.split("-")[:2]
+    return f"{name}=={version} --hash=sha256:{_sha256(wheel)}\n"
+
+
+def write_requirements(bundle: Path) -> None:
+    """install.txt (every wheel, jetpolicy included) and pip.txt (pip alone), each line pinned to
+    the shipped file's sha256: the robot installs with --require-hashes from these."""
+    wheels = sorted(bundle.glob("*.whl"))
+    (bundle / INSTALL_REQUIREMENTS).write_text(
+        "".join(_pinned(w) for w in wheels if not w.name.startswith("pip-")), encoding="utf-8"
+    )
+    (bundle / PIP_REQUIREMENTS).write_text(
+        "".join(_pinned(w) for w in wheels if w.name.startswith("pip-")), encoding="utf-8"
+    )
 
 
 def build_bundle(
@@ -201,10 +292,10 @@ def build_bundle(
     python_version: str,
     arch: str,
     glibc: str,
-    constraints: Sequence[str] = (),
+    lock: Path,
 ) -> Bundle:
     pip_args = pip_platform_args(python_version, arch, glibc)
-    key = bundle_key(source, python_version, arch, glibc, constraints)
+    key = bundle_key(source, python_version, arch, glibc, lock)
     bundle = cache / key
     built = False
     if not (bundle / "COMPLETE").exists():
@@ -215,9 +306,16 @@ def build_bundle(
                 robot_src = stage_robot_source(source, Path(src))
                 _pip("wheel", "--quiet", "--no-deps", "--no-build-isolation",
                      "--wheel-dir", str(staging), str(robot_src))
-            (wheel,) = staging.glob("jetpolicy-*.whl")
-            # pip itself travels too: older venv pips (JetPack 5: 20.0.2) cannot read manylinux_2_x tags.
-            _pip("download", "--quiet", *pip_args, "--dest", str(staging), str(wheel), "pip", *constraints)
+            if len(list(staging.glob("jetpolicy-*.whl"))) != 1:
+                raise BundleError(
+                    f"pip wheel left no single jetpolicy wheel in {staging}",
+                    f"build it by hand to see why: pip wheel --no-deps --no-build-isolation {source}",
+                )
+            # The lock is complete (pip among it: JetPack 5's venv pip cannot read manylinux_2_x tags),
+            # so --no-deps; its hashes make pip refuse any file other than the locked ones.
+            _pip("download", "--quiet", *pip_args, "--no-deps", "--require-hashes",
+                 "--dest", str(staging), "-r", str(lock))
+            write_requirements(staging)
             (staging / "COMPLETE").write_text(key + "\n", encoding="utf-8")
             if bundle.exists():
                 shutil.rmtree(bundle)
@@ -234,6 +332,7 @@ def build_bundle(
         wheels=wheels,
         built=built,
         jetpolicy_version=version,
+        lock=lock.name,
         licenses=bundle_licenses(bundle),
     )
 
@@ -247,13 +346,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--python-version", required=True, help="robot's Python, e.g. 3.10")
     parser.add_argument("--arch", required=True, help="robot's machine, e.g. aarch64")
     parser.add_argument("--glibc", required=True, help="robot's glibc, e.g. 2.35")
-    parser.add_argument("--constraint", action="append", default=[], help="extra pins, e.g. numpy<2")
+    parser.add_argument(
+        "--lock-dir", type=Path, required=True, help="the runtime locks (requirements/robot)"
+    )
+    parser.add_argument(
+        "--l4t", action="store_true", help="an L4T robot (its lock keeps JetPack's numpy ABI)"
+    )
     parser.set_defaults(handler=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    bundle = build_bundle(
-        args.source, args.cache, args.python_version, args.arch, args.glibc, args.constraint
-    )
+    lock = find_lock(args.lock_dir, args.python_version, args.arch, args.glibc, args.l4t)
+    bundle = build_bundle(args.source, args.cache, args.python_version, args.arch, args.glibc, lock)
     print(json.dumps(asdict(bundle)))
     return 0
