@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -21,7 +22,9 @@ short_description: Names the run and writes the jetpolicy rollout report when th
 description:
   - At start-up sets the environment variable C(JETPOLICY_RUN_ID) (a UTC timestamp such as
     C(20261123T171500Z) plus a short random suffix) unless it is already set, so the playbook's
-    C(lookup('env', 'JETPOLICY_RUN_ID')) and this callback agree on the report directory.
+    C(lookup('env', 'JETPOLICY_RUN_ID')) and this callback agree on the report directory. Sets
+    C(JETPOLICY_CONTROLLER_PID) (this ansible-playbook process) and C(JETPOLICY_CONTROLLER_HOST) too, which
+    the robots' rollout locks record as their holder.
   - When the playbook ends writes C(run.json) (playbook, limit, start and finish times, wall time,
     per-host play stats) into C(<repo>/reports/<run_id>/), for deploy.yml and rollback.yml runs and
     for any run whose report directory exists (the playbook or C(jetpolicy rollout) made it).
@@ -46,6 +49,8 @@ options:
 """
 
 RUN_ID_ENV = "JETPOLICY_RUN_ID"
+CONTROLLER_PID_ENV = "JETPOLICY_CONTROLLER_PID"
+CONTROLLER_HOST_ENV = "JETPOLICY_CONTROLLER_HOST"
 REPORTS_ENV = "JETPOLICY_REPORTS_DIR"
 # Other playbooks (provision.yml, molecule's converge) get no report dir unless one of them wrote records.
 ROLLOUT_PLAYBOOKS = ("deploy.yml", "rollback.yml")
@@ -86,6 +91,10 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]  # ansible-core ships 
         if not os.environ.get(RUN_ID_ENV):
             os.environ[RUN_ID_ENV] = new_run_id()
         self.run_id = os.environ[RUN_ID_ENV]
+        # The robots' rollout locks name this process as their holder: a later run on this controller
+        # that finds the process gone may take the lock over at once (roles/jetpolicy/tasks/lock.yml).
+        os.environ[CONTROLLER_PID_ENV] = str(os.getpid())
+        os.environ.setdefault(CONTROLLER_HOST_ENV, socket.gethostname())
         # playbook_dir inside playbooks/deploy.yml is playbooks/, not the repo: hand the playbook the
         # reports dir (next to the ansible.cfg in use) so both sides write to the same place.
         config_file = getattr(C, "CONFIG_FILE", None)

@@ -19,7 +19,8 @@ JETSON_ROBOT = "sim-jetson-1"
 X86_ROBOTS = "robots:!jetson_robots"
 
 
-def _env() -> dict[str, str]:
+def fleet_env() -> dict[str, str]:
+    """The environment every fleet test's command runs with (this venv first, the repo's config)."""
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
@@ -35,11 +36,11 @@ PLAYBOOK_TIMEOUT_S = 1800
 
 
 def run(argv: list[str], check: bool = False, timeout: int = PLAYBOOK_TIMEOUT_S) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, check=check, timeout=timeout)
+    return subprocess.run(argv, cwd=REPO, env=fleet_env(), capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def podman_exec(host: str, *argv: str) -> str:
-    proc = subprocess.run(["podman", "exec", host, *argv], check=False, capture_output=True, text=True, env=_env())
+    proc = subprocess.run(["podman", "exec", host, *argv], check=False, capture_output=True, text=True, env=fleet_env())
     return proc.stdout.strip()
 
 

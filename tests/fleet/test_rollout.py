@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from fleetlib import VENV_BIN, X86_ROBOTS, Robot, ansible_playbook, make_policy, podman_exec, run
+from fleetlib import (
+    REPO,
+    VENV_BIN,
+    X86_ROBOTS,
+    Robot,
+    ansible_playbook,
+    fleet_env,
+    make_policy,
+    podman_exec,
+    run,
+)
 from policies import write_opset23_policy
 
 pytestmark = pytest.mark.fleet
@@ -246,3 +259,91 @@ def test_deploy_cut_off_after_the_switch_is_restarted_and_gated_on_rerun(
     last = canary.history()[-1]
     assert (last["action"], last["to"]) == ("commit", new)
     assert podman_exec("sim-orin-1", "sh", "-c", f"{jetpolicy} status >/dev/null 2>&1 && echo agree") == "agree"
+
+
+LOCK = "/opt/jetpolicy/rollout.lock"
+
+
+def _start_deploy(policy: Path, run_id: str, *extra: str) -> subprocess.Popen[str]:
+    env = {**fleet_env(), "JETPOLICY_RUN_ID": run_id}
+    argv = [str(VENV_BIN / "ansible-playbook"), "deploy.yml", "-l", "sim-orin-1,sim-orin-2",
+            "-e", f"jetpolicy_policy_dir={policy}", "-e", "jetpolicy_lock_wait_s=5", *extra]
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _report(run_id: str) -> dict[str, Any] | None:
+    path = REPO / "reports" / run_id / "report.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _on_a_committed_release(robot: Robot) -> str:
+    """The robot runs what its link says, that release's switch was committed, and it ticks."""
+    current = robot.current()
+    assert current is not None, f"{robot.name} has no current release"
+    status = robot.status()
+    assert robot.active() == "active" and status["pid"] == robot.main_pid()
+    loaded = status["loaded"]
+    assert isinstance(loaded, dict) and loaded["release"] == current, (loaded, current)
+    commits = [r["to"] for r in robot.history() if r.get("action") == "commit"]
+    assert commits and commits[-1] == current, robot.history()[-3:]
+    return current
+
+
+def test_two_deploys_at_once_never_interleave_on_a_robot(fleet: dict[str, Robot], good_fleet: Path,
+                                                         tmp_path: Path) -> None:
+    """Two deploys of different policies started 2 s apart against the same robots: each robot is
+    switched by one of them only; the other stops on it naming the holder, and exits non-zero. Every
+    robot ends on a committed release its runner really runs, and each report's promoted hosts run
+    that report's policy. No lock is left behind."""
+    stamp = str(int(time.time()))
+    runs = {f"lock-a-{stamp}": make_policy(tmp_path / "a", "--seed", "71"),
+            f"lock-b-{stamp}": make_policy(tmp_path / "b", "--seed", "72")}
+    (first_id, first_policy), (second_id, second_policy) = runs.items()
+    first = _start_deploy(first_policy, first_id)
+    time.sleep(2)
+    second = _start_deploy(second_policy, second_id)
+    outputs = {first_id: first.communicate(timeout=1800)[0], second_id: second.communicate(timeout=1800)[0]}
+    codes = {first_id: first.returncode, second_id: second.returncode}
+    assert sorted(codes.values())[0] == 0 or all(codes.values()), codes
+    assert any(codes.values()), f"both runs succeeded on the same robots: {codes}"
+
+    releases = {run_id: release_id(policy) for run_id, policy in runs.items()}
+    for name in ("sim-orin-1", "sim-orin-2"):
+        robot = fleet[name]
+        current = _on_a_committed_release(robot)
+        assert current in releases.values() or current == release_id(good_fleet), current
+        assert podman_exec(name, "sh", "-c", f"test -e {LOCK} && echo left || echo none") == "none"
+    for run_id, output in outputs.items():
+        other = next(r for r in runs if r != run_id)
+        report = _report(run_id)
+        promoted = {h["host"] for h in (report or {"hosts": []})["hosts"] if h["verdict"] == "promoted"}
+        for host in promoted:
+            assert fleet[host].current() == releases[run_id], (run_id, host)
+        if codes[run_id]:
+            assert f"another rollout holds this robot: run {other}@" in " ".join(output.split()), output[-3000:]
+
+
+def test_a_killed_controllers_lock_is_taken_over_by_the_next_run(fleet: dict[str, Robot], good_fleet: Path,
+                                                                 tmp_path: Path) -> None:
+    """The controller is killed (SIGKILL) once the canary is locked: the lock stays on the robot,
+    naming a process that is gone. The next run on this controller takes it over at once (no wait
+    for staleness, no --force), says so, and promotes the robots."""
+    policy = make_policy(tmp_path / "p", "--seed", "73")
+    killed = _start_deploy(policy, f"lock-killed-{int(time.time())}")
+    deadline = time.time() + 600
+    while podman_exec("sim-orin-1", "sh", "-c", f"test -e {LOCK} && echo held || echo none") != "held":
+        assert killed.poll() is None and time.time() < deadline, "the run ended before it locked the canary"
+        time.sleep(0.5)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    holder = json.loads(podman_exec("sim-orin-1", "cat", LOCK))
+    assert holder["controller_pid"] == killed.pid
+
+    proc = ansible_playbook("deploy.yml", "-l", "sim-orin-1,sim-orin-2", "-e", f"jetpolicy_policy_dir={policy}",
+                            "-e", "jetpolicy_lock_wait_s=0")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "took over the rollout lock" in " ".join((proc.stdout + proc.stderr).split())
+    for name in ("sim-orin-1", "sim-orin-2"):
+        assert _on_a_committed_release(fleet[name]) == release_id(policy)
+        assert podman_exec(name, "sh", "-c", f"test -e {LOCK} && echo left || echo none") == "none"

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from fleetlib import REPO, _env
+from fleetlib import REPO, fleet_env
 
 NAME = "sim-stale-probe"
 
@@ -25,7 +25,7 @@ def load_fleet_module() -> ModuleType:
 
 
 def podman(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *argv], capture_output=True, text=True, check=False, env=_env())
+    return subprocess.run(["podman", *argv], capture_output=True, text=True, check=False, env=fleet_env())
 
 
 @pytest.fixture
