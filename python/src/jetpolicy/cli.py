@@ -35,6 +35,7 @@ COMMANDS: Tuple[Tuple[str, str], ...] = (
     ("controller", "jetpolicy.controller.importer"),
     ("controller", "jetpolicy.controller.validation"),
     ("controller", "jetpolicy.controller.reference"),
+    ("controller", "jetpolicy.controller.signing"),
     ("controller", "jetpolicy.controller.bundle"),
     ("controller", "jetpolicy.controller.report"),
     ("controller", "jetpolicy.controller.rollout"),
