@@ -8,9 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-from moduletest import load_module
-
 from ansible.module_utils.jetpolicy_rollout_lock import read_holder, release, try_acquire
+from moduletest import load_module
 
 jetpolicy_rollout_lock = load_module("jetpolicy_rollout_lock")
 STALE_S = 600
