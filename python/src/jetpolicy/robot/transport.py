@@ -115,7 +115,7 @@ def allowed_peer_set(kind: str, allowed: Optional[Sequence[str]], action_to: Add
 
 def allowed_uid_set(allowed: Optional[Sequence[Union[int, str]]]) -> FrozenSet[int]:
     """The user ids a unix sender may have. By default the runner's own user and root: the users
-    who can write to a socket file the runner created (systemd's UMask=0027 leaves it 0750)."""
+    who can write to a socket file the runner created (the unit's UMask=0077 leaves it 0700)."""
     if allowed is None:
         return frozenset({os.getuid(), os.geteuid(), ROOT_UID})
     uids = set()
