@@ -5,42 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import yaml
-from ansible_paths import ANSIBLE_CFG, REPO
-
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+from local_role import run_role_tasks
 
 
 def run_leftovers(root: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    playbook = tmp_path / "leftovers.yml"
-    play = {
-        "hosts": "localhost",
-        "gather_facts": False,
-        "tasks": [
-            {
-                "name": "Remove staging directories a killed run left",
-                "ansible.builtin.include_role": {"name": "policy_artifact", "tasks_from": "leftovers"},
-                "vars": {"policy_artifact_root": str(root)},
-            }
-        ],
-    }
-    playbook.write_text(yaml.safe_dump([play]), encoding="utf-8")
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(ANSIBLE_CFG),
-        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
-        JETPOLICY_REPORTS_DIR=str(tmp_path / "reports"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-    )
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+    return run_role_tasks(tmp_path, "Remove staging directories a killed run left", "policy_artifact",
+                          "leftovers", {"policy_artifact_root": str(root)}, *args)
 
 
 def test_only_staging_directories_left_untouched_for_a_while_are_removed(tmp_path: Path) -> None:

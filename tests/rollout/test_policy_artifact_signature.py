@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 import yaml
 from ansible_paths import ANSIBLE_CFG, REPO
+from local_role import ANSIBLE_PLAYBOOK, run_role_tasks
 
 from jetpolicy.controller.signing import sign_policy
-
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 pytestmark = pytest.mark.skipif(
     shutil.which("gpg") is None or shutil.which("gpgv") is None,
@@ -69,31 +68,7 @@ def make_policy(tmp_path: Path) -> tuple[Path, Path, str]:
 
 
 def run_release(tmp_path: Path, role_vars: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    playbook = tmp_path / "release.yml"
-    play = {
-        "hosts": "localhost",
-        "gather_facts": False,
-        "tasks": [
-            {
-                "name": "Stage the release on the robot",
-                "ansible.builtin.include_role": {"name": "policy_artifact", "tasks_from": "release"},
-                "vars": role_vars,
-            }
-        ],
-    }
-    playbook.write_text(yaml.safe_dump([play]), encoding="utf-8")
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_CONFIG=str(ANSIBLE_CFG),
-        ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
-        JETPOLICY_REPORTS_DIR=str(tmp_path / "reports"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-    )
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local",
-         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+    return run_role_tasks(tmp_path, "Stage the release on the robot", "policy_artifact", "release", role_vars, *args)
 
 
 def role_vars(tmp_path: Path, policy: Path, cache: Path, sha256: str, **extra: Any) -> dict[str, Any]:
