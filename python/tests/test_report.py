@@ -325,3 +325,63 @@ def test_rows_from_a_replay_double_say_so(tmp_path: Path) -> None:
     hosts = {h["host"]: h for h in json.loads((tmp_path / "r" / "report.json").read_text())["hosts"]}
     assert hosts["sim-jetson-1"]["simulated"] == "replay"
     assert hosts["orin-7"]["simulated"] is None
+
+
+def _failure_policy(report_dir: Path, **fields: Any) -> None:
+    policy = {
+        "schema_version": 1, "budget_percent": 0.0, "budget_robots": 0, "targets": 3,
+        "on_failure": "rollback_all", "spent": True, "failed_robots": ["sim-orin-2"],
+        "rolled_back_with_run": ["sim-orin-1"],
+    }  # fmt: skip
+    policy.update(fields)
+    (report_dir / "failure-policy.json").write_text(json.dumps(policy), encoding="utf-8")
+
+
+def test_a_spent_failure_budget_with_rollback_all_is_named_in_the_reason_and_header(tmp_path: Path) -> None:
+    """The run's failure policy ends the reason and heads the report: what was lost, the budget,
+    and each robot rollback_all returned."""
+    with_run = rolled_back("sim-orin-1")
+    with_run["rollback"]["reason"] = (
+        "rollback_all: the run lost 1 robot(s), more than its failure budget of 0 of 3"
+    )
+    report_dir = write(
+        tmp_path / "run", with_run, rolled_back("sim-orin-2"), record("sim-xavier-1", "staged")
+    )
+    _failure_policy(report_dir)
+    summary = render_report(report_dir)
+    assert not summary.ok and summary.verdict == "rolled_back"
+    assert summary.reason.endswith(
+        "(1 robot(s) lost, more than the failure budget 0 of 3 robot(s) (0%): the rollout stopped;"
+        " rollback_all returned the robots it had promoted: sim-orin-1)"
+    )
+    md = summary.markdown.read_text(encoding="utf-8")
+    assert "| failure policy | 1 robot(s) lost, more than the failure budget 0 of 3" in md
+    document = json.loads(summary.paths["json"].read_text(encoding="utf-8"))
+    assert document["failure_policy"]["rolled_back_with_run"] == ["sim-orin-1"]
+
+
+def test_a_failure_within_the_budget_says_the_others_were_switched(tmp_path: Path) -> None:
+    report_dir = write(
+        tmp_path / "run", record("sim-orin-1"), rolled_back("sim-orin-2"), record("sim-xavier-1")
+    )
+    _failure_policy(report_dir, budget_percent=34.0, budget_robots=1, spent=False, on_failure="stop",
+                    rolled_back_with_run=[])  # fmt: skip
+    summary = render_report(report_dir)
+    assert not summary.ok
+    assert "within the failure budget 1 of 3 robot(s) (34%): the others were switched" in summary.reason
+
+
+def test_a_bad_failure_policy_file_is_a_problem_not_a_lost_report(tmp_path: Path) -> None:
+    report_dir = write(tmp_path / "run", record("sim-orin-1"))
+    _failure_policy(report_dir, on_failure="retry")
+    summary = render_report(report_dir)
+    assert summary.ok and summary.hosts == {"sim-orin-1": "promoted"}
+    assert any("failure-policy.json" in p and "on_failure" in p for p in summary.problems), summary.problems
+
+
+def test_failure_policy_task_writes_exactly_the_schema_fields() -> None:
+    written = _record_expression_keys(
+        REPO / "roles/policy_gate/tasks/failure_policy.yml", "policy_gate_failure_policy"
+    )
+    schema = json.loads((REPO / "python/src/jetpolicy/common/schemas/failure-policy.schema.json").read_text())
+    assert sorted(written) == sorted(schema["properties"])

@@ -192,6 +192,11 @@ def _valid(tmp_path: Path) -> Dict[str, Dict[str, Any]]:
         "release-history-record": _history(tmp_path),
         "host-record": _record(),
         "rollout-report": _report(),
+        "failure-policy": {
+            "schema_version": 1, "budget_percent": 10.0, "budget_robots": 2, "targets": 20,
+            "on_failure": "rollback_all", "spent": True, "failed_robots": ["a", "b", "c"],
+            "rolled_back_with_run": ["d"],
+        },
     }
 
 

@@ -86,6 +86,9 @@ def test_good_inventory_passes_the_check(playbook: str, tmp_path: Path) -> None:
         ({}, {"policy_gate_latency_p99_fraction": "fast"}, "policy_gate_latency_p99_fraction is \"fast\""),
         ({}, {"policy_service_health_min_rate_fraction": 0}, "policy_service_health_min_rate_fraction is 0"),
         ({}, {"policy_gate_max_deadline_miss_rate": 1.5}, "policy_gate_max_deadline_miss_rate is 1.5"),
+        ({"jetpolicy_failure_budget_percent": 150}, None, "jetpolicy_failure_budget_percent=150"),
+        ({"jetpolicy_failure_budget_percent": "some"}, None, "jetpolicy_failure_budget_percent=\"some\""),
+        ({"jetpolicy_on_failure": "retry"}, None, "jetpolicy_on_failure=\"retry\""),
     ],
 )
 def test_bad_inventory_fails_deploy_naming_the_variable(

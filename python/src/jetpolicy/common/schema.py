@@ -38,6 +38,7 @@ SCHEMA_NAMES = (
     "release-history-record",
     "host-record",
     "rollout-report",
+    "failure-policy",
 )
 
 # Keywords that only annotate; everything else a schema uses must be one _check_keyword applies.

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from jetpolicy.common.errors import JetpolicyError
 from jetpolicy.common.schema import describe_problems, load_schema
+from jetpolicy.controller.failure_policy import FAILURE_POLICY_FILE, FailurePolicy, load_failure_policy
 from jetpolicy.controller.record import (
     OUTCOME_VERDICTS,
     GateResult,
@@ -167,8 +168,8 @@ def host_outcomes(
 _PHRASES = {"rolled_back": "rolled back", "failed": "failed", "unreachable": "unreachable"}
 
 
-def overall(outcomes: List[HostOutcome]) -> Tuple[bool, str, str]:
-    """(ok, overall verdict, one-line reason)."""
+def overall(outcomes: List[HostOutcome], policy: Optional[FailurePolicy] = None) -> Tuple[bool, str, str]:
+    """(ok, overall verdict, one-line reason); the failure policy's outcome ends a failed run's reason."""
     bad = [o for o in outcomes if o.verdict in BAD_VERDICTS]
     if not outcomes:
         return False, "empty", "no host records and no play stats: nothing was rolled out"
@@ -181,6 +182,8 @@ def overall(outcomes: List[HostOutcome]) -> Tuple[bool, str, str]:
             others = ", ".join(f"{o.host} {_PHRASES[o.verdict]}" for o in bad[1:4])
             reason += f"; also {others}" + (f" (+{len(bad) - 4} more)" if len(bad) > 4 else "")
         verdict = "failed" if any(o.verdict != "rolled_back" for o in bad) else "rolled_back"
+        if policy is not None and policy.failed_robots:
+            reason += f" ({policy.summary()})"
         return False, verdict, " ".join(reason.split())
     counts: Dict[str, int] = {}
     for outcome in outcomes:
@@ -304,7 +307,13 @@ def _host_section(outcome: HostOutcome) -> List[str]:
 
 
 def _markdown(
-    run_id: str, run: Dict[str, Any], outcomes: List[HostOutcome], ok: bool, verdict: str, reason: str
+    run_id: str,
+    run: Dict[str, Any],
+    outcomes: List[HostOutcome],
+    ok: bool,
+    verdict: str,
+    reason: str,
+    policy: Optional[FailurePolicy] = None,
 ) -> str:
     targets = _targets(outcomes)
     wall = run.get("wall_time_s")
@@ -317,6 +326,7 @@ def _markdown(
         ("started", run.get("started_at")),
         ("finished", run.get("finished_at")),
         ("wall time", f"{wall:.1f} s" if isinstance(wall, (int, float)) else None),
+        ("failure policy", policy.summary() if policy is not None else None),
     ]
     lines = [f"# jetpolicy rollout {run_id}", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {_cell(value)} |" for name, value in header]
@@ -372,7 +382,12 @@ def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> Rep
         )
     run_id = str(run.get("run_id") or report_dir.name)
     outcomes = host_outcomes(records, run, bad)
-    ok, verdict, reason = overall(outcomes)
+    policy: Optional[FailurePolicy] = None
+    try:
+        policy = load_failure_policy(report_dir)
+    except RecordError as exc:  # the hosts' outcomes still stand; the report names the bad file
+        bad[FAILURE_POLICY_FILE] = exc
+    ok, verdict, reason = overall(outcomes, policy)
     paths = _paths(report_dir)
     document = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -385,6 +400,8 @@ def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> Rep
         "hosts": [o.to_json() for o in outcomes],
         "problems": [str(exc) for exc in bad.values()],
     }
+    if policy is not None:
+        document["failure_policy"] = policy.to_json()
     problems = load_schema(REPORT_SCHEMA).problems(document)
     if problems:  # a bug here, not in the records: bad records are already outcomes of their own
         raise JetpolicyError(
@@ -392,7 +409,7 @@ def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> Rep
             "report this jetpolicy bug with the host records of the run",
         )
     _write_atomic(paths["json"], json.dumps(document, indent=2, sort_keys=True) + "\n")
-    _write_atomic(paths["markdown"], _markdown(run_id, run, outcomes, ok, verdict, reason) + "\n")
+    _write_atomic(paths["markdown"], _markdown(run_id, run, outcomes, ok, verdict, reason, policy) + "\n")
     from jetpolicy.controller.report_plot import plot_latency  # matplotlib: controller only
 
     plot_latency(paths["latency"], [(o.host, o.record.to_json() if o.record else {}) for o in outcomes])
