@@ -145,7 +145,8 @@ def _config() -> Dict[str, Any]:
 def _status() -> Dict[str, Any]:
     header = {"schema_version": 1, "state": "running", "pid": 42, "release": "/opt/jetpolicy/releases/a",
               "backend": "onnxruntime", "backend_reason": "", "rate_hz": 100.0, "started_at": 1.5,
-              "updated_at": 2.5, "realtime": [{"setting": "mlockall", "applied": False, "detail": "no"}],
+              "updated_at": 2.5, "last_observation_at": 2.25,
+              "realtime": [{"setting": "mlockall", "applied": False, "detail": "no"}],
               "warnings": ["no"]}  # fmt: skip
     return {**header, **loop_metrics(None)}
 
