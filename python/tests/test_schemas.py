@@ -21,6 +21,7 @@ from jetpolicy.controller.report import read_summary
 from jetpolicy.robot import config as runner_config
 from jetpolicy.robot import releases
 from jetpolicy.robot.backends.base import BACKEND_KINDS
+from jetpolicy.robot.hold import Hold
 from jetpolicy.robot.miss_policy import MISS_STATES
 from jetpolicy.robot.runner import loop_metrics
 from jetpolicy.robot.scheduler import OVERRUN_POLICIES
@@ -190,6 +191,7 @@ def _valid(tmp_path: Path) -> Dict[str, Dict[str, Any]]:
         "policy-manifest": _manifest(),
         "runner-config": _config(),
         "runner-status": _status(),
+        "operator-hold": Hold("calibrating", "alice", 1_700_000_000.5, 42).to_dict(),
         "release-history-record": _history(tmp_path),
         "host-record": _record(),
         "rollout-report": _report(),
