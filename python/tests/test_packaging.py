@@ -81,7 +81,9 @@ def test_robot_wheel_has_only_the_robot_side_and_its_cli_runs(tmp_path: Path) ->
     # argparse lists each sub-command on its own line, indented by four spaces (a long name's help
     # goes on the next line, indented further).
     listed = {line.split()[0] for line in usage.splitlines() if line.startswith("    ") and line[4:5].strip()}
-    assert listed == {"run", "bench", "parity", "release", "health", "status", "safe-action"}
+    assert listed == {
+        "run", "bench", "parity", "release", "health", "status", "safe-action", "hold", "release-hold", "busy"
+    }
 
 
 def test_every_command_module_sits_on_its_side() -> None:

@@ -256,6 +256,51 @@ def test_policy_too_slow_for_its_rate_still_reports_status(tmp_path: Path) -> No
     assert final["late_actions_dropped"] == final["ticks"]  # not one late action went out
 
 
+class QuietAfterSource:
+    """A fresh observation on each of the first `fresh_polls` polls, then none (the peer went quiet)."""
+
+    def __init__(self, fresh_polls: int) -> None:
+        self.fresh_polls = fresh_polls
+        self.polls = 0
+        self._observation = {"obs": np.zeros((1, 4), dtype=np.float32)}
+
+    def poll(self) -> Optional[Dict[str, np.ndarray]]:
+        self.polls += 1
+        return self._observation if self.polls <= self.fresh_polls else None
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("fresh_polls", "age_s"), [(100, 0.2), (0, None)], ids=["went-quiet", "never"])
+def test_status_records_when_the_last_observation_came(
+    tmp_path: Path, fresh_polls: int, age_s: Optional[float]
+) -> None:
+    """The loop stamps each fresh observation on its monotonic clock; the status turns the stamp
+    into wall time beside updated_at (here 0.2 s before it: fresh for 0.1 s of a 0.3 s run), with
+    a Prometheus timestamp gauge; before any observation the field is null and the gauge absent."""
+    clock = FakeClock()
+    policy = SlowPolicy(clock, step_ns=100_000)
+    scheduler = DeadlineScheduler(0.001, 0.0002, now_ns=clock.now_ns, sleep_s=clock.sleep_s)
+    source = QuietAfterSource(fresh_polls)
+    loop = ControlLoop(policy, scheduler, source, NullSink(), 50, clock_ns=clock.now_ns)
+    status_file, metrics_file = tmp_path / "status.json", tmp_path / "jetpolicy.prom"
+    config = RunnerConfig(release_dir=tmp_path, status_file=status_file, metrics_file=metrics_file,
+                          status_interval_s=0.05, watchdog=False)  # fmt: skip
+    runner = Runner(config, duration_s=0.3, wall_s=lambda: 1_700_000_000.0 + clock.now / 1e9)
+    assert runner.serve(loop, 1000.0) == 0
+    final = read_status(status_file)
+    assert final is not None
+    metrics = metrics_file.read_text().splitlines()
+    samples = [line for line in metrics if line.startswith("jetpolicy_last_observation")]
+    if age_s is None:
+        assert final["last_observation_at"] is None
+        assert samples == []
+        return
+    assert final["updated_at"] - final["last_observation_at"] == pytest.approx(age_s, abs=0.002)
+    assert samples == [f"jetpolicy_last_observation_timestamp_seconds {final['last_observation_at']:.3f}"]
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="Linux only")
 def test_required_realtime_refusal_fails_start(tmp_path: Path, example_release: Path) -> None:
     """A required setting the OS refuses (CPU 4095 does not exist) stops the runner with a clear error."""

@@ -21,6 +21,7 @@ from jetpolicy.controller.report import read_summary
 from jetpolicy.robot import config as runner_config
 from jetpolicy.robot import releases
 from jetpolicy.robot.backends.base import BACKEND_KINDS
+from jetpolicy.robot.hold import Hold
 from jetpolicy.robot.miss_policy import MISS_STATES
 from jetpolicy.robot.runner import loop_metrics
 from jetpolicy.robot.scheduler import OVERRUN_POLICIES
@@ -145,7 +146,8 @@ def _config() -> Dict[str, Any]:
 def _status() -> Dict[str, Any]:
     header = {"schema_version": 1, "state": "running", "pid": 42, "release": "/opt/jetpolicy/releases/a",
               "backend": "onnxruntime", "backend_reason": "", "rate_hz": 100.0, "started_at": 1.5,
-              "updated_at": 2.5, "realtime": [{"setting": "mlockall", "applied": False, "detail": "no"}],
+              "updated_at": 2.5, "last_observation_at": 2.25,
+              "realtime": [{"setting": "mlockall", "applied": False, "detail": "no"}],
               "warnings": ["no"]}  # fmt: skip
     return {**header, **loop_metrics(None)}
 
@@ -189,6 +191,7 @@ def _valid(tmp_path: Path) -> Dict[str, Dict[str, Any]]:
         "policy-manifest": _manifest(),
         "runner-config": _config(),
         "runner-status": _status(),
+        "operator-hold": Hold("calibrating", "alice", 1_700_000_000.5, 42).to_dict(),
         "release-history-record": _history(tmp_path),
         "host-record": _record(),
         "rollout-report": _report(),

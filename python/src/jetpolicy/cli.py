@@ -30,6 +30,8 @@ COMMANDS: Tuple[Tuple[str, str], ...] = (
     ("robot", "jetpolicy.robot.health"),
     ("robot", "jetpolicy.robot.robot_status"),
     ("robot", "jetpolicy.robot.safe_action"),
+    ("robot", "jetpolicy.robot.hold"),
+    ("robot", "jetpolicy.robot.busy"),
     ("controller", "jetpolicy.controller.example"),
     ("controller", "jetpolicy.controller.export"),
     ("controller", "jetpolicy.controller.importer"),

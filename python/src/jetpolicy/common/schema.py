@@ -35,6 +35,7 @@ SCHEMA_NAMES = (
     "policy-manifest",
     "runner-config",
     "runner-status",
+    "operator-hold",
     "release-history-record",
     "host-record",
     "rollout-report",

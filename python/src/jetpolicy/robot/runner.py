@@ -46,6 +46,7 @@ __all__ = [
     "PolicyLike",
     "Runner",
     "build_io",
+    "last_observation_at",
     "loaded_deployment",
     "loop_metrics",
     "main",
@@ -134,6 +135,9 @@ class ControlLoop:
         self._blend = {name: np.empty_like(value) for name, value in self._safe.items()}
         self._finite = {name: np.empty(value.shape, dtype=bool) for name, value in self._safe.items()}
         self._observation: Optional[Mapping[str, np.ndarray]] = None
+        # When the last fresh observation was taken (the loop clock's ns; None before the first):
+        # `jetpolicy busy` reads it from the status to tell a robot in use from an idle one.
+        self.last_observation_ns: Optional[int] = None
         self.safe_actions = 0
         self.late_actions_dropped = 0  # inference results ready after their deadline, not published
         self.nonfinite_outputs = 0  # ticks whose policy output held NaN or Inf
@@ -145,6 +149,8 @@ class ControlLoop:
         fresh = observation is not None
         if fresh:
             self._observation = observation
+            # The tick's own wake-up stamp: no extra clock read, and no allocation in the loop.
+            self.last_observation_ns = timing.start_ns
         stale = self.stale.update(fresh)
         observed = None if stale else self._observation
         inferred = observed is not None
@@ -205,6 +211,12 @@ class ControlLoop:
     def slack_ns(self) -> int:
         return self.scheduler.next_release_ns - self._clock_ns()
 
+    def observation_age_ns(self) -> Optional[int]:
+        """How long ago, on the loop's clock, the last fresh observation was taken (None: never)."""
+        if self.last_observation_ns is None:
+            return None
+        return max(0, self._clock_ns() - self.last_observation_ns)
+
 
 def warm_up(policy: PolicyLike, ticks: int) -> None:
     """Run the policy on zeros so first-call costs (allocation, lazy init) happen before the loop."""
@@ -249,6 +261,7 @@ class Runner:
         now_ns: Callable[[], int] = time.monotonic_ns,
         sleep_s: Callable[[float], None] = time.sleep,
         config_file: Optional[Path] = None,
+        wall_s: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         # The runner config file as resolved at start (<root>/configs/<name>), for `loaded`.
@@ -260,12 +273,14 @@ class Runner:
         # The loop's clock (scheduler and tick timing); injectable so durations are tested exactly.
         self._now_ns = now_ns
         self._sleep_s = sleep_s
+        # The wall clock of the status timestamps (started_at, updated_at, last_observation_at).
+        self._wall_s = wall_s
         self.stop_requested = False
         self.stop_reason = ""
         self.realtime: List[RealtimeResult] = []
         self.notifier = SdNotifier()
         self.writer = StatusWriter(config.status_file, config.metrics_file)
-        self.started_at = time.time()
+        self.started_at = wall_s()
         self.state = "starting"
         self.error = ""
 
@@ -391,6 +406,7 @@ class Runner:
         """The status document (schema in docs/architecture.md)."""
         loop: Optional[ControlLoop] = getattr(self, "loop", None)
         policy = loop.policy if loop is not None else None
+        updated_at = self._wall_s()
         status: Dict[str, Any] = {
             "schema_version": STATUS_SCHEMA_VERSION,
             "state": self.state,
@@ -401,7 +417,8 @@ class Runner:
             "backend_reason": policy.backend_reason if policy is not None else "",
             "rate_hz": getattr(self, "rate_hz", 0.0),
             "started_at": round(self.started_at, 3),
-            "updated_at": round(time.time(), 3),
+            "updated_at": round(updated_at, 3),
+            "last_observation_at": last_observation_at(loop, updated_at),
             "realtime": [r.to_dict() for r in self.realtime],
             "warnings": [r.detail for r in self.realtime if not r.applied],
         }
@@ -426,6 +443,18 @@ class Runner:
                 f"{miss.on_time_streak}/{miss.config.recover_after} on-time ticks to recover; {line}"
             )
         return f"{self.state}: {line}"
+
+
+def last_observation_at(loop: Optional[ControlLoop], now_s: float) -> Optional[float]:
+    """The wall-clock time (unix seconds, ms) of the loop's last fresh observation; None before one.
+
+    The loop keeps a monotonic stamp (cheap, immune to clock steps); it becomes wall time only here,
+    as `now_s` minus its age, so readers compare it with `updated_at` written beside it.
+    """
+    age_ns = loop.observation_age_ns() if loop is not None else None
+    if age_ns is None:
+        return None
+    return round(now_s - age_ns / 1e9, 3)
 
 
 def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str, Any]:

@@ -149,6 +149,13 @@ def render_prometheus(status: Mapping[str, Any]) -> str:
     )
     for name, key, help_text in transport_counters:
         metric(name, "counter", help_text, [f"{name} {int(status.get(key, 0))}"])
+    # A timestamp gauge (alert on time() - it); no sample before the first observation, or from a
+    # runner older than the field: 0 would read as "the last one came in 1970".
+    last_observation = status.get("last_observation_at")
+    metric("jetpolicy_last_observation_timestamp_seconds", "gauge",
+           "Unix time of the last fresh observation the loop took.",
+           [] if last_observation is None
+           else [f"jetpolicy_last_observation_timestamp_seconds {float(last_observation):.3f}"])
     by_reason = sorted(status.get("rejected_by_reason", {}).items())
     metric("jetpolicy_rejected_packets_total", "counter", "Observation packets dropped, by reason.",
            [f'jetpolicy_rejected_packets_total{{reason="{_escape(r)}"}} {n}' for r, n in by_reason])
