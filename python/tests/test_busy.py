@@ -10,7 +10,7 @@ from typing import Any, Dict, Tuple
 import pytest
 
 from jetpolicy.cli import main
-from jetpolicy.robot.busy import BUSY_EXIT_CODE, BusyReport, check_busy
+from jetpolicy.robot.busy import BUSY_EXIT_CODE, BusyReport, check_busy, wait_until_idle
 from jetpolicy.robot.hold import Hold, set_hold
 from jetpolicy.robot.runner import loop_metrics
 from jetpolicy.robot.status import StatusWriter
@@ -138,7 +138,7 @@ def test_cli_prints_one_json_object_and_exits_0_busy_or_not(
     write_status(tmp_path / "status.json", now, now - 0.05)
     code, report = run_cli(tmp_path, capsys)
     assert code == 0
-    assert sorted(report) == ["busy", "hold", "last_observation_age_s", "reasons", "runner"]
+    assert sorted(report) == ["busy", "hold", "last_observation_age_s", "reasons", "runner", "waited_s"]
     assert report["busy"] is True and report["runner"] == "running"
     code, report = run_cli(tmp_path, capsys, "--fresh-within", "0.01")
     assert (code, report["busy"]) == (0, False)
@@ -152,3 +152,28 @@ def test_cli_exit_code_flag_exits_3_when_busy(
         set_hold(tmp_path / "hold", Hold("", "alice", time.time(), 7))
     code, report = run_cli(tmp_path, capsys, "--exit-code")
     assert (code, report["busy"]) == (expected, hold)
+
+
+def test_waiting_returns_as_soon_as_the_robot_is_idle() -> None:
+    """`--wait`: asked again every poll until idle; the answer says how long it waited."""
+    clock = [0.0]
+    answers = [BusyReport(busy=True), BusyReport(busy=True), BusyReport(busy=False)]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    report = wait_until_idle(lambda: answers.pop(0), 30.0, 2.0, now=lambda: clock[0], sleep=sleep)
+    assert not report.busy and report.waited_s == 4.0 and answers == []
+
+
+def test_waiting_gives_up_busy_at_the_deadline_without_oversleeping() -> None:
+    clock = [0.0]
+    slept = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    report = wait_until_idle(lambda: BusyReport(busy=True), 5.0, 2.0, now=lambda: clock[0], sleep=sleep)
+    assert report.busy and report.waited_s == 5.0
+    assert slept == [2.0, 2.0, 1.0]

@@ -291,3 +291,19 @@ def test_prune_keeps_a_fresh_engine_no_link_points_at_yet(tmp_path: Path) -> Non
     left = {p.name for p in (tmp_path / "engines").iterdir()}
     assert left == {"by-release", f"{fresh}.engine", f"{fresh}.json"}
     assert prune_engines(tmp_path, now=now + 120) == [f"{fresh}.engine"]
+
+
+def test_a_dry_run_switch_says_it_would_switch_and_changes_nothing(tmp_path: Path) -> None:
+    """`release switch --check`: asked before the runner config exists, it says whether the
+    deployment would change and leaves links and history as they were."""
+    stage(tmp_path, "a")
+    stage(tmp_path, "b")
+    deploy(tmp_path, "a")
+    history = read_history(tmp_path)
+    would = switch_release(tmp_path, "b", "deploy", config="not-written-yet.json", dry_run=True)
+    assert would.changed and (would.previous, would.current) == ("a", "b")
+    assert current_release(tmp_path) == "a" and read_history(tmp_path) == history
+    same = switch_release(tmp_path, "a", "deploy", dry_run=True)
+    assert not same.changed
+    code = main(["release", "--root", str(tmp_path), "switch", "b", "--check"])
+    assert code == 0 and current_release(tmp_path) == "a" and read_history(tmp_path) == history

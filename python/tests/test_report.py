@@ -385,3 +385,37 @@ def test_failure_policy_task_writes_exactly_the_schema_fields() -> None:
     )
     schema = json.loads((REPO / "python/src/jetpolicy/common/schemas/failure-policy.schema.json").read_text())
     assert sorted(written) == sorted(schema["properties"])
+
+
+def _deferred(host: str) -> Dict[str, Any]:
+    rec = record(host, "deferred", release_after="abc1234567890def")
+    rec["gates"] = {}
+    rec["message"] = (
+        "deferred: busy (receiving observations: last one 0.1 s ago); it stays on its release. "
+        f"Finish it later with: ansible-playbook deploy.yml -l {host} -e jetpolicy_policy_dir=/p"
+    )
+    return rec
+
+
+def test_a_deferred_robot_is_not_a_failure_and_its_finish_command_is_in_the_reason(tmp_path: Path) -> None:
+    report_dir = write(tmp_path / "run", record("sim-orin-1"), _deferred("sim-orin-2"))
+    summary = render_report(report_dir)
+    assert summary.ok and summary.verdict == "partial"
+    assert summary.hosts == {"sim-orin-1": "promoted", "sim-orin-2": "deferred"}
+    assert "1 deferred, 1 promoted" in summary.reason
+    assert "sim-orin-2 deferred: busy (receiving observations" in summary.reason
+    assert "ansible-playbook deploy.yml -l sim-orin-2 -e jetpolicy_policy_dir=/p" in summary.reason
+    assert "— deferred" in summary.markdown.read_text(encoding="utf-8")
+
+
+def test_rollout_exit_code_tells_deferred_from_failed_and_done(tmp_path: Path) -> None:
+    """`jetpolicy rollout`: 0 all done, 3 only deferred robots left, 1 anything failed."""
+    from jetpolicy.controller.rollout import DEFERRED_EXIT, judge
+
+    done = render_report(write(tmp_path / "a", record("sim-orin-1")))
+    deferred = render_report(write(tmp_path / "b", record("sim-orin-1"), _deferred("sim-orin-2")))
+    failed = render_report(write(tmp_path / "c", _deferred("sim-orin-2"), rolled_back("sim-orin-1")))
+    assert judge(0, done)[0] == 0
+    code, reason = judge(0, deferred)
+    assert code == DEFERRED_EXIT == 3 and reason.startswith("deferred, nothing failed:") and "sim-orin-2" in reason
+    assert judge(2, failed)[0] == 1

@@ -310,3 +310,21 @@ def test_required_realtime_refusal_fails_start(tmp_path: Path, example_release: 
     )
     assert done.returncode == 2
     assert "cpu_affinity" in done.stderr and "errno" in done.stderr
+
+
+
+def test_a_synthetic_source_never_counts_as_live_input(tmp_path: Path) -> None:
+    """Sim robots and bench runs feed the loop synthetic observations on every tick: they leave
+    last_observation_at null, so `jetpolicy busy` never defers a robot for them."""
+    clock = FakeClock()
+    policy = SlowPolicy(clock, step_ns=100_000)
+    scheduler = DeadlineScheduler(0.001, 0.0002, now_ns=clock.now_ns, sleep_s=clock.sleep_s)
+    source = SyntheticSource(policy.observation_specs, 1000.0)
+    loop = ControlLoop(policy, scheduler, source, NullSink(), 50, clock_ns=clock.now_ns)
+    config = RunnerConfig(release_dir=tmp_path, status_file=tmp_path / "status.json", metrics_file=None,
+                          status_interval_s=0.05, watchdog=False)  # fmt: skip
+    runner = Runner(config, duration_s=0.2, wall_s=lambda: 1_700_000_000.0 + clock.now / 1e9)
+    assert runner.serve(loop, 1000.0) == 0
+    final = read_status(config.status_file)
+    assert final is not None and final["ticks"] > 100
+    assert final["last_observation_at"] is None

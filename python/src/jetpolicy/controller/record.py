@@ -44,8 +44,9 @@ __all__ = [
 
 GATE_NAMES = ("health", "timing", "parity")
 GATE_STATUSES = ("passed", "failed", "skipped")
-# What the role writes: `staged` until the switch phase overwrites it.
-RECORD_VERDICTS = ("promoted", "unchanged", "rolled_back", "staged")
+# What the role writes: `staged` until the switch phase overwrites it; `deferred`: left on its
+# release because it was busy (live observations or an operator hold), not failed.
+RECORD_VERDICTS = ("promoted", "unchanged", "rolled_back", "staged", "deferred")
 # What the report can say about a host: a record's verdict, or one taken from the play stats.
 OUTCOME_VERDICTS = (*RECORD_VERDICTS, "failed", "unreachable", "not reached")
 

@@ -191,6 +191,11 @@ def overall(outcomes: List[HostOutcome], policy: Optional[FailurePolicy] = None)
     targets = _targets(outcomes)
     parts = ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in sorted(counts.items()))
     reason = f"{len(outcomes)} host(s): {parts}" + (f" to {', '.join(targets)}" if targets else "")
+    deferred = [o for o in outcomes if o.verdict == "deferred"]
+    if deferred:
+        # Not failed: each stays on its release, and its why says how to finish it.
+        reason += "; " + "; ".join(f"{o.host} {o.why}" for o in deferred[:4])
+        reason += f" (+{len(deferred) - 4} more deferred)" if len(deferred) > 4 else ""
     # A re-run that finds every host already on the release is as good as a promotion.
     if set(counts) <= {"promoted", "unchanged"}:
         verdict = "promoted" if "promoted" in counts else "unchanged"

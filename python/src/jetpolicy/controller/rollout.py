@@ -1,7 +1,8 @@
 """`jetpolicy rollout`: run deploy.yml through ansible-runner, show per-host progress, gate on the report.
 
 Exit 0 only when the playbook succeeded and every targeted host ended promoted (or unchanged and
-healthy); otherwise 1 with the reason on one stderr line, so CI can gate on it. ansible_runner is
+healthy); 3 when nothing failed but busy robots were deferred (left on their release); otherwise 1,
+with the reason on one stderr line, so CI can gate on it. ansible_runner is
 imported inside `rollout()`: this package is also installed on robots, which do not have it.
 """
 
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 PLAYBOOK = "deploy.yml"
+# Exit code of a rollout that failed nowhere but left busy robots on their release (deferred).
+DEFERRED_EXIT = 3
 # Verdicts that count as a finished rollout for a host; "unchanged" is a host already on the target.
 DONE_VERDICTS = ("promoted", "unchanged")
 # Task names with these words are worth a progress line even when they just succeed.
@@ -190,6 +193,9 @@ def judge(rc: int, summary: Optional[ReportSummary], failures: Sequence[str] = (
     if not summary.hosts:
         return 1, "no host was targeted: check --limit and the inventory"
     unfinished = [(h, v) for h, v in summary.hosts.items() if v not in DONE_VERDICTS]
+    if unfinished and all(v == "deferred" for _h, v in unfinished):
+        # Nothing failed, but the rollout is not finished: CI can tell this apart from a failure.
+        return DEFERRED_EXIT, f"deferred, nothing failed: {summary.reason}"
     if unfinished:
         listed = ", ".join(f"{h} {v.replace('_', ' ')}" for h, v in unfinished[:4])
         more = f" (+{len(unfinished) - 4} more)" if len(unfinished) > 4 else ""
@@ -339,10 +345,14 @@ def _main(args: argparse.Namespace) -> int:
         for problem in result.summary.problems:
             print(f"jetpolicy rollout: bad host record: {problem}", file=sys.stderr)
         print(f"jetpolicy report: {result.summary.markdown}")
-    print(f"rollout {result.run_id}: {'OK' if result.exit_code == 0 else 'FAILED'}: {result.reason}")
+    print(f"rollout {result.run_id}: {_outcome_word(result.exit_code)}: {result.reason}")
     if result.exit_code != 0:
         print(f"jetpolicy rollout: {result.reason}", file=sys.stderr)
     return result.exit_code
+
+
+def _outcome_word(exit_code: int) -> str:
+    return "OK" if exit_code == 0 else ("DEFERRED" if exit_code == DEFERRED_EXIT else "FAILED")
 
 
 def _main_sliced(args: argparse.Namespace, project_dir: Path, extra_args: List[str]) -> int:
@@ -368,14 +378,14 @@ def _main_sliced(args: argparse.Namespace, project_dir: Path, extra_args: List[s
             progress=None if args.quiet else say,
             run_id=f"{base}-slice{index}",
         )
-        say(f"{'OK' if result.exit_code == 0 else 'FAILED'}: {result.reason} (report {result.report_dir})")
+        say(f"{_outcome_word(result.exit_code)}: {result.reason} (report {result.report_dir})")
         return SliceOutcome(index, members, result.exit_code, result.reason, result.run_id)
 
     outcomes = run_slices(slices, run_one, args.slice_parallel)
     failed = [o for o in outcomes if o.exit_code != 0]
     for outcome in outcomes:
         print(f"slice {outcome.index} ({len(outcome.hosts)} hosts): "
-              f"{'OK' if outcome.exit_code == 0 else 'FAILED'}: {outcome.reason}")
+              f"{_outcome_word(outcome.exit_code)}: {outcome.reason}")
     if failed:
         print(f"jetpolicy rollout: slice(s) {', '.join(str(o.index) for o in failed)} did not succeed: "
               f"{failed[0].reason}", file=sys.stderr)

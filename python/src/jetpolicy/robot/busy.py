@@ -59,6 +59,8 @@ class BusyReport:
     hold: Optional[Dict[str, Any]] = None
     last_observation_age_s: Optional[float] = None
     runner: str = UNKNOWN
+    # Seconds spent waiting for the robot to become idle (`--wait`), 0 when asked once.
+    waited_s: float = 0.0
 
 
 @dataclass
@@ -101,7 +103,8 @@ def judge_observations(
         return _Finding(False, "the runner does not report when observations arrive (a runtime older "
                                "than last_observation_at): not counted as busy"), RUNNING, None  # fmt: skip
     if seen is None:
-        return _Finding(False, "the runner has received no observation since it started"), RUNNING, None
+        return _Finding(False, "the runner has received no live observation since it started "
+                               "(a synthetic or replayed source is not live input)"), RUNNING, None  # fmt: skip
     before_status = updated_at - float(seen)
     if before_status <= fresh_within_s:
         return _Finding(True, f"receiving observations: last one {age:.1f} s ago"), RUNNING, age
@@ -136,6 +139,27 @@ def check_busy(
     return report
 
 
+def wait_until_idle(
+    check: Callable[[], BusyReport],
+    wait_s: float,
+    poll_s: float,
+    now: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BusyReport:
+    """Ask `check` until the robot is idle or `wait_s` has passed; the last answer, with the wait.
+
+    One call on the robot instead of a retry loop in the playbook: the deploy's switch waits for a
+    robot that stops driving within the window and defers one that does not."""
+    started = now()
+    while True:
+        report = check()
+        waited = now() - started
+        if not report.busy or waited >= wait_s:
+            report.waited_s = round(waited, 3)
+            return report
+        sleep(max(0.0, min(poll_s, wait_s - waited)))
+
+
 def register(subparsers: Any) -> None:
     """Add `jetpolicy busy --status FILE [--hold-file PATH] [--fresh-within S] [--stale-after S]`."""
     parser = subparsers.add_parser(
@@ -157,12 +181,20 @@ def register(subparsers: Any) -> None:
         help="a status not rewritten for this long means no live loop (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="while busy, ask again every --poll seconds for up to this long (default: ask once)",
+    )  # fmt: skip
+    parser.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help="default: %(default)s")
+    parser.add_argument(
         "--exit-code", action="store_true", help=f"exit {BUSY_EXIT_CODE} when busy (for shell use), else 0"
     )
     parser.set_defaults(handler=busy_command)
 
 
 def busy_command(args: argparse.Namespace, now: Callable[[], float] = time.time) -> int:
-    report = check_busy(args.status, args.hold_file, args.fresh_within, args.stale_after, now)
+    def check() -> BusyReport:
+        return check_busy(args.status, args.hold_file, args.fresh_within, args.stale_after, now)
+
+    report = wait_until_idle(check, args.wait, args.poll) if args.wait > 0 else check()
     print(json.dumps(asdict(report), sort_keys=True))
     return BUSY_EXIT_CODE if report.busy and args.exit_code else 0

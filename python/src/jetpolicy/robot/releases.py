@@ -378,12 +378,15 @@ def _switch(
     action: str,
     notes: str = "",
     running: Optional[Tuple[Optional[Deployment], str]] = None,
+    dry_run: bool = False,
 ) -> SwitchResult:
     release = wanted.release
     if release is None:
         raise JetpolicyError("no release named to switch to", "pass the release id")
     _check_release(root, release)
-    _check_parts(root, wanted)
+    # A dry run asks before the runner config is written: its parts may not exist yet.
+    if not dry_run:
+        _check_parts(root, wanted)
     previous = current_deployment(root)
     # A part not named keeps what the robot runs now.
     target = Deployment(release, wanted.runtime or previous.runtime, wanted.config or previous.config)
@@ -404,8 +407,8 @@ def _switch(
         notes=notes,
         why="; ".join(why) if target == previous else "",
     )
-    if target == previous:
-        # Nothing to move. Still changed when the runner or the commit lags behind the links (a
+    if target == previous or dry_run:
+        # Nothing to move (or only asked). Still changed when the runner or the commit lags behind the links (a
         # deploy cut off after its switch): the caller restarts and gates it; the pending record
         # of that switch, if any, stays the one a commit or a recovery reads.
         return result
@@ -440,10 +443,13 @@ def switch_release(
     runtime: Optional[str] = None,
     config: Optional[str] = None,
     running: Optional[Tuple[Optional[Deployment], str]] = None,
+    dry_run: bool = False,
 ) -> SwitchResult:
     """Switch to the deployment; `running` (running_deployment()'s answer) makes a switch to what
-    the links already select count as done only when that runner runs it."""
-    return _switch(root, Deployment(release_id, runtime, config), reason, action="switch", running=running)
+    the links already select count as done only when that runner runs it. `dry_run` says whether
+    it would change anything (`changed`, `why`) and changes nothing."""
+    wanted = Deployment(release_id, runtime, config)
+    return _switch(root, wanted, reason, action="switch", running=running, dry_run=dry_run)
 
 
 def _led_to(record: Dict[str, Any], current: Deployment) -> bool:
@@ -701,6 +707,9 @@ def register(subparsers: Any) -> None:
         "--status", type=Path, help="the runner's status file: done only if the runner there runs the target"
     )
     switch.add_argument("--pid", type=int, help="the unit's MainPID, which must have written --status")
+    switch.add_argument(
+        "--check", action="store_true", help="say whether it would switch (changed, why); change nothing"
+    )
     done = sub.add_parser("commit", help="record that the current deployment passed its gate (keep it)")
     done.add_argument("--release", help="the release the gate measured; refused if the links select another")
     done.add_argument("--reason", default="gate passed")
@@ -724,7 +733,9 @@ def _main(args: argparse.Namespace) -> int:
     root: Path = args.root
     if args.release_command == "switch":
         running = running_deployment(args.status, args.pid) if args.status else None
-        result = switch_release(root, args.release_id, args.reason, args.runtime, args.config, running)
+        result = switch_release(
+            root, args.release_id, args.reason, args.runtime, args.config, running, dry_run=args.check
+        )
         print(json.dumps(asdict(result)))
     elif args.release_command == "commit":
         print(json.dumps(asdict(commit(root, args.reason, args.release))))

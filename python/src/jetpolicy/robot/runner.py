@@ -138,6 +138,8 @@ class ControlLoop:
         # When the last fresh observation was taken (the loop clock's ns; None before the first):
         # `jetpolicy busy` reads it from the status to tell a robot in use from an idle one.
         self.last_observation_ns: Optional[int] = None
+        # A synthetic or replayed source is not a robot in use: only live input makes it busy.
+        self._live_source = bool(getattr(source, "live", True))
         self.safe_actions = 0
         self.late_actions_dropped = 0  # inference results ready after their deadline, not published
         self.nonfinite_outputs = 0  # ticks whose policy output held NaN or Inf
@@ -149,8 +151,9 @@ class ControlLoop:
         fresh = observation is not None
         if fresh:
             self._observation = observation
-            # The tick's own wake-up stamp: no extra clock read, and no allocation in the loop.
-            self.last_observation_ns = timing.start_ns
+            if self._live_source:
+                # The tick's own wake-up stamp: no extra clock read, and no allocation in the loop.
+                self.last_observation_ns = timing.start_ns
         stale = self.stale.update(fresh)
         observed = None if stale else self._observation
         inferred = observed is not None

@@ -25,6 +25,9 @@ class SyntheticSource:
     Every buffer is allocated once; `poll()` computes in place with numpy `out=` arguments.
     """
 
+    # Not live input: a runner fed by it is never a robot in use (`jetpolicy busy`).
+    live = False
+
     def __init__(self, specs: Sequence[TensorSpec], rate_hz: float, seed: int = 0) -> None:
         self.specs = list(specs)
         count = payload_size(self.specs)
@@ -57,6 +60,9 @@ class ReplaySource:
     Each array has shape (T, *input_shape) or (T, input_size). Rows are replayed in order, one per
     tick, wrapping around when `loop` is true; otherwise `poll()` returns None (stale) at the end.
     """
+
+    # Not live input: a runner fed by it is never a robot in use (`jetpolicy busy`).
+    live = False
 
     def __init__(self, path: Path, specs: Sequence[TensorSpec], loop: bool = True) -> None:
         self.specs = list(specs)
