@@ -6,15 +6,19 @@ double stands in for the only part that is TensorRT's own: its execution context
 device-to-device copy on the stream it is given, so the whole TensorRTBackend path runs on the GPU
 and its output can be checked (output == input). It implements only the TensorRT API names the
 backend calls (Logger, Runtime.deserialize_cuda_engine, ICudaEngine.num_io_tensors /
-get_tensor_name / get_tensor_mode / get_tensor_shape / get_tensor_dtype /
-create_execution_context, IExecutionContext.set_tensor_address / execute_async_v3). Never shipped.
+get_tensor_name / get_tensor_mode / get_tensor_shape / get_tensor_dtype / get_tensor_profile_shape /
+create_execution_context, IExecutionContext.set_tensor_address / execute_async_v3 /
+set_input_shape / get_tensor_shape). With ``profile=(min, opt, max)`` the engine has a dynamic
+batch axis (-1, as TensorRT reports an engine built with --minShapes/--optShapes/--maxShapes):
+set_input_shape accepts a shape inside the profile and returns False outside it, as TensorRT does,
+and the output takes the input's shape. Never shipped.
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from jetpolicy.robot.backends.cuda_runtime import CudaRuntime
 
@@ -40,34 +44,64 @@ class Logger:
 
 
 class IdentityContext:
-    def __init__(self, runtime: CudaRuntime, nbytes: int) -> None:
-        self._runtime = runtime
-        self._nbytes = nbytes
+    def __init__(self, engine: IdentityEngine) -> None:
+        self._engine = engine
+        self._runtime = engine._runtime
         self.addresses: Dict[str, int] = {}
         self.enqueues = 0
+        self.input_shape: Optional[Tuple[int, ...]] = None
+        self.set_shapes: List[Tuple[str, Tuple[int, ...]]] = []
 
     def set_tensor_address(self, name: str, address: int) -> bool:
         self.addresses[name] = address
         return True
 
+    def set_input_shape(self, name: str, shape: Sequence[int]) -> bool:
+        self.set_shapes.append((name, tuple(shape)))
+        low, _opt, high = self._engine.profile or (self._engine.shape,) * 3
+        if len(shape) != len(low) or not all(a <= d <= b for a, d, b in zip(low, shape, high)):
+            return False
+        self.input_shape = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> Sequence[int]:
+        return self.input_shape if self.input_shape is not None else self._engine.shape
+
     def execute_async_v3(self, stream_handle: int) -> bool:
+        shape = self.get_tensor_shape("obs")
+        if any(d < 0 for d in shape):
+            return False  # TensorRT refuses to enqueue before every dynamic input shape is set
+        count = 1
+        for dim in shape:
+            count *= dim
         self.enqueues += 1
         self._runtime.call(
             "cudaMemcpyAsync",
             ctypes.c_void_p(self.addresses["actions"]),
             ctypes.c_void_p(self.addresses["obs"]),
-            self._nbytes,
+            count * (4 if self._engine.dtype is DataType.FLOAT else 2),
             3,  # cudaMemcpyDeviceToDevice
             ctypes.c_void_p(stream_handle),
         )
         return True
 
 
+Profile = Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]
+
+
 class IdentityEngine:
-    def __init__(self, runtime: CudaRuntime, shape: Tuple[int, ...], dtype: DataType) -> None:
+    def __init__(
+        self, runtime: CudaRuntime, shape: Tuple[int, ...], dtype: DataType, profile: Optional[Profile] = None
+    ) -> None:
         self._runtime = runtime
-        self._shape = shape
-        self._dtype = dtype
+        # Built with a profile: TensorRT reports the axes the profile varies as -1.
+        self.shape = (
+            tuple(-1 if low != high else d for d, low, high in zip(shape, profile[0], profile[2]))
+            if profile
+            else shape
+        )
+        self.profile = profile
+        self.dtype = dtype
         self._names = ["obs", "actions"]
         self.contexts: list[IdentityContext] = []
 
@@ -82,17 +116,18 @@ class IdentityEngine:
         return TensorIOMode.INPUT if name == "obs" else TensorIOMode.OUTPUT
 
     def get_tensor_shape(self, name: str) -> Sequence[int]:
-        return self._shape
+        return self.shape
 
     def get_tensor_dtype(self, name: str) -> DataType:
-        return self._dtype
+        return self.dtype
+
+    def get_tensor_profile_shape(self, name: str, profile_index: int) -> Profile:
+        if self.profile is None:
+            raise ValueError("no optimisation profile")
+        return self.profile
 
     def create_execution_context(self) -> IdentityContext:
-        itemsize = 4 if self._dtype is DataType.FLOAT else 2
-        count = 1
-        for dim in self._shape:
-            count *= dim
-        context = IdentityContext(self._runtime, count * itemsize)
+        context = IdentityContext(self)
         self.contexts.append(context)
         return context
 
@@ -105,9 +140,15 @@ class IdentityTensorRT:
     Logger = Logger
     __version__ = __version__
 
-    def __init__(self, runtime: CudaRuntime, shape: Tuple[int, ...] = (1, 12), half: bool = False) -> None:
+    def __init__(
+        self,
+        runtime: CudaRuntime,
+        shape: Tuple[int, ...] = (1, 12),
+        half: bool = False,
+        profile: Optional[Profile] = None,
+    ) -> None:
         self._runtime = runtime
-        self.engine = IdentityEngine(runtime, shape, DataType.HALF if half else DataType.FLOAT)
+        self.engine = IdentityEngine(runtime, shape, DataType.HALF if half else DataType.FLOAT, profile)
 
     def Runtime(self, logger: Logger) -> IdentityTensorRT:
         return self

@@ -9,7 +9,13 @@ from typing import Any, Dict, List
 import pytest
 
 from jetpolicy.common.errors import ManifestError
-from jetpolicy.common.manifest import load_manifest, manifest_from_dict
+from jetpolicy.common.manifest import (
+    CalibrationCache,
+    ShapeProfile,
+    load_manifest,
+    manifest_from_dict,
+    release_id,
+)
 
 
 def _raw() -> Dict[str, Any]:
@@ -169,3 +175,101 @@ def test_infinite_limit_means_no_limit() -> None:
     raw["action"]["actions"] = {"low": [float("-inf"), -1.0], "high": [float("inf"), 1.0]}
     manifest = manifest_from_dict(raw)
     assert manifest.action["actions"].low == [float("-inf"), -1.0]
+
+
+# ---- The optional tensorrt section (INT8 calibration cache, optimisation profiles) ---------------
+
+CACHE_SHA = "c" * 64
+
+
+def _with_tensorrt(**section: Any) -> Dict[str, Any]:
+    raw = _raw()
+    raw["tensorrt"] = section
+    return raw
+
+
+def _int8(**extra: Any) -> Dict[str, Any]:
+    return _with_tensorrt(
+        precision="int8",
+        calibration_cache={"file": "calib.cache", "sha256": CACHE_SHA},
+        profiles={"obs": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]}},
+        **extra,
+    )
+
+
+def test_tensorrt_section_round_trips(tmp_path: Path) -> None:
+    """The section parses into typed settings, survives save/load, and is left out when absent."""
+    manifest = manifest_from_dict(_int8())
+    assert manifest.tensorrt is not None
+    assert manifest.tensorrt.precision == "int8"
+    assert manifest.tensorrt.calibration_cache == CalibrationCache("calib.cache", CACHE_SHA)
+    assert manifest.tensorrt.profiles["obs"] == ShapeProfile([1, 4], [4, 4], [8, 4])
+    path = tmp_path / "policy.json"
+    manifest.save(path)
+    assert load_manifest(path) == manifest
+    assert json.loads(path.read_text())["tensorrt"] == _int8()["tensorrt"]
+    assert "tensorrt" not in manifest_from_dict(_raw()).to_dict()
+
+
+def test_release_id_is_the_model_sha_without_tensorrt() -> None:
+    """A policy without the section keeps the release id every earlier release had: sha256[:16]."""
+    assert release_id(manifest_from_dict(_raw())) == "a" * 16
+
+
+def test_release_id_follows_the_calibration_content_and_profiles() -> None:
+    """The cache's sha256 and the profiles are part of the release identity; equal sections give
+    equal ids."""
+    base = release_id(manifest_from_dict(_int8()))
+    assert base == release_id(manifest_from_dict(_int8()))
+    assert base != "a" * 16
+    other_cache = _int8()
+    other_cache["tensorrt"]["calibration_cache"]["sha256"] = "d" * 64
+    assert release_id(manifest_from_dict(other_cache)) != base
+    other_profile = _int8()
+    other_profile["tensorrt"]["profiles"]["obs"]["max"] = [16, 4]
+    assert release_id(manifest_from_dict(other_profile)) != base
+
+
+@pytest.mark.parametrize(
+    ("section", "cause", "fix"),
+    [
+        pytest.param({"precision": "int4"}, "is not a TensorRT builder precision", "use one of fp32",
+                     id="precision"),
+        pytest.param({"precision": "fp16", "calibration_cache": {"file": "calib.cache", "sha256": CACHE_SHA}},
+                     "tensorrt.precision is fp16; only INT8 builds read a calibration cache",
+                     "set tensorrt.precision to int8", id="calibration-without-int8"),
+        pytest.param({"calibration_cache": {"file": "calib.cache", "sha256": CACHE_SHA}},
+                     "tensorrt.precision is unset", "set tensorrt.precision to int8",
+                     id="calibration-without-precision"),
+        pytest.param({"precision": "int8",
+                      "calibration_cache": {"file": "../calib.cache", "sha256": CACHE_SHA}},
+                     "must be a file name in the policy directory", "name it without a directory",
+                     id="calibration-path"),
+        pytest.param({"precision": "int8", "calibration_cache": {"file": "policy.onnx", "sha256": CACHE_SHA}},
+                     "is a name the release uses itself", "rename the cache", id="calibration-reserved"),
+        pytest.param({"precision": "int8", "calibration_cache": {"file": "calib.cache", "sha256": "C" * 64}},
+                     "64 lowercase hex digits", "sha256sum calib.cache", id="calibration-sha"),
+        pytest.param({"profiles": {"h_out": {"min": [1, 2], "opt": [1, 2], "max": [1, 2]}}},
+                     "names 'h_out', which is not an input", "use the model's input names (h_in, obs)",
+                     id="profile-unknown-input"),
+        pytest.param({"profiles": {"obs": {"min": [1, 4], "opt": [1, 4]}}},
+                     "needs min, opt and max", "give all three", id="profile-missing-max"),
+        pytest.param({"profiles": {"obs": {"min": [1], "opt": [1, 4], "max": [8, 4]}}},
+                     "tensorrt.profiles[obs].min has 1 dims but the input has rank 2",
+                     "one dim per axis", id="profile-rank"),
+        pytest.param({"profiles": {"obs": {"min": [1, 4], "opt": [8, 4], "max": [4, 4]}}},
+                     "is not min <= opt <= max at axis [0]", "grows from min through opt to max",
+                     id="profile-order"),
+        pytest.param({"profiles": {"obs": {"min": [2, 4], "opt": [4, 4], "max": [8, 4]}}},
+                     "does not contain the input's shape [1, 4] at axis [0]",
+                     "widen the profile to include [1, 4]",
+                     id="profile-excludes-runner-shape"),
+    ],
+)  # fmt: skip
+def test_tensorrt_section_errors_name_cause_and_fix(section: Dict[str, Any], cause: str, fix: str) -> None:
+    """Each bad tensorrt section is refused with a ManifestError that names the field and the fix."""
+    with pytest.raises(ManifestError) as info:
+        manifest_from_dict(_with_tensorrt(**section), source="policy.json")
+    assert info.value.cause.startswith("policy.json: ")
+    assert cause in info.value.cause
+    assert fix in info.value.fix

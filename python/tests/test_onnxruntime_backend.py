@@ -67,3 +67,34 @@ def test_corrupt_model_rejected(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="cannot load") as info:
         OnnxRuntimeBackend(path)
     assert "jetpolicy validate" in info.value.fix
+
+
+def test_dynamic_batch_model_runs_at_the_manifest_shape(example_release: Path, tmp_path: Path) -> None:
+    """A model exported with a dynamic batch axis (for a TensorRT batch profile) loads at the
+    manifest's fixed shape, through load_policy too, and gives the static model's outputs; a fixed
+    shape that contradicts a dim the model fixes is still refused."""
+    import json
+
+    import onnx
+
+    from jetpolicy.common.manifest import sha256_file
+    from jetpolicy.robot.policy import load_policy
+
+    model = onnx.load(str(example_release / "policy.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(model, str(tmp_path / "policy.onnx"))
+    raw = json.loads((example_release / "policy.json").read_text())
+    raw["sha256"] = sha256_file(tmp_path / "policy.onnx")
+    raw["tensorrt"] = {"profiles": {"obs": {"min": [1, 48], "opt": [4, 48], "max": [8, 48]}}}
+    (tmp_path / "policy.json").write_text(json.dumps(raw))
+
+    backend = OnnxRuntimeBackend(tmp_path / "policy.onnx", fixed_shapes={"obs": [1, 48], "actions": [1, 12]})
+    assert backend.inputs[0].shape == [1, 48] and backend.outputs[0].shape == [1, 12]
+    obs = np.random.default_rng(1).standard_normal((1, 48)).astype(np.float32)
+    static = OnnxRuntimeBackend(example_release / "policy.onnx")
+    np.testing.assert_allclose(backend.run({"obs": obs})["actions"], static.run({"obs": obs})["actions"])
+    policy = load_policy(tmp_path, backend="onnxruntime")
+    assert policy.step({"obs": obs})["actions"].shape == (1, 12)
+    with pytest.raises(BackendError, match="dynamic dimensions"):
+        OnnxRuntimeBackend(tmp_path / "policy.onnx", fixed_shapes={"obs": [1, 47], "actions": [1, 12]})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple, Type
 
@@ -14,7 +15,13 @@ import pytest
 import referencing
 
 from jetpolicy.common.errors import ConfigError, ManifestError
-from jetpolicy.common.manifest import SUPPORTED_DTYPES, TENSOR_ROLES, manifest_from_dict
+from jetpolicy.common.manifest import (
+    SUPPORTED_DTYPES,
+    TENSOR_ROLES,
+    TENSORRT_PRECISIONS,
+    TensorRTSettings,
+    manifest_from_dict,
+)
 from jetpolicy.common.schema import SCHEMA_DIR, SCHEMA_NAMES, Schema, load_schema, version_problem
 from jetpolicy.controller.record import OUTCOME_VERDICTS, RECORD_VERDICTS, HostRecord, RecordError, Rollback
 from jetpolicy.controller.report import read_summary
@@ -81,6 +88,9 @@ def test_schemas_and_code_name_the_same_fields_and_choices() -> None:
     """Each schema's field names and choices are the ones its reader knows, so neither drifts."""
     assert _enum("policy-manifest", "$defs", "tensor", "properties", "dtype") == list(SUPPORTED_DTYPES)
     assert _enum("policy-manifest", "$defs", "tensor", "properties", "role") == list(TENSOR_ROLES)
+    precisions = _enum("policy-manifest", "$defs", "tensorrt", "properties", "precision")
+    assert precisions == list(TENSORRT_PRECISIONS)
+    assert _props("policy-manifest", "$defs", "tensorrt") == sorted(f.name for f in fields(TensorRTSettings))
     assert _props("runner-config") == sorted(runner_config._TOP_KEYS)
     assert _props("runner-config", "properties", "transport") == sorted(runner_config._TRANSPORT_KEYS)
     assert _props("runner-config", "properties", "realtime") == sorted(runner_config._REALTIME_KEYS)
@@ -119,6 +129,8 @@ def _manifest() -> Dict[str, Any]:
         "action": {"actions": {"scale": [1, 1], "low": [-1, -1], "high": [1, 1]}},
         "safe_action": {"actions": [0.0, 0.0]},
         "observation_layout": {"obs": [{"name": "a", "width": 2, "history": 2, "clip": [-5, 5]}]},
+        "tensorrt": {"precision": "int8", "calibration_cache": {"file": "calib.cache", "sha256": "b" * 64},
+                     "profiles": {"obs": {"min": [1, 4], "opt": [4, 4], "max": [8, 4]}}},
     }  # fmt: skip
 
 

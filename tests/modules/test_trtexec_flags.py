@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ansible.module_utils.jetpolicy_trtexec import build_flags, cache_key, full_command
+from ansible.module_utils.jetpolicy_trtexec import build_flags, cache_key, full_command, parse_trtexec_log
+from moduletest import fixture_text
 
 SHAPES = {"obs": {"min": [1, 48], "opt": [1, 48], "max": [8, 48]}, "h_in": {"min": "1x64", "opt": "1x64", "max": "8x64"}}
 
@@ -97,3 +98,40 @@ def test_each_flag_changes_the_key(kwargs: dict) -> None:
     changed = build_flags("10.3.0", **dict({"precision": "fp16"}, **kwargs))
     assert plain != changed
     assert cache_key(**dict(BASE, flags=plain)) != cache_key(**dict(BASE, flags=changed))
+
+
+@pytest.mark.parametrize(
+    ("log", "shapes"),
+    [
+        # A model with two dynamic inputs, profile 1..10 points (TensorRT 10.3).
+        ("trt10.3_onnx_parse_failure.log",
+         {"point_coords": {"min": [1, 1, 2], "opt": [1, 1, 2], "max": [1, 10, 2]},
+          "point_labels": {"min": [1, 1], "opt": [1, 1], "max": [1, 10]}}),
+        # One input, min = opt = max (TensorRT 10.3 on a Jetson, JetPack 6).
+        ("orin_trt10.3_removed_options.log",
+         {"images": {"min": [1, 3, 640, 640], "opt": [1, 3, 640, 640], "max": [1, 3, 640, 640]}}),
+    ],
+)  # fmt: skip
+def test_shape_flags_are_written_as_recorded_trtexec_command_lines_show(log: str, shapes: dict) -> None:
+    """The profile flags (what a manifest's tensorrt.profiles becomes) are exactly the tokens of the
+    trtexec command lines recorded in the fixtures' banners: NAME:DxD..., inputs joined by commas."""
+    recorded = parse_trtexec_log(fixture_text(log))["command"].split()
+    flags = build_flags("10.3.0", precision="int8", calibration_cache="/r/calib.cache", shapes=shapes)
+    assert flags[:2] == ["--int8", "--calib=/r/calib.cache"]
+    shape_flags = flags[2:]
+    assert [f.split("=", 1)[0] for f in shape_flags] == ["--minShapes", "--optShapes", "--maxShapes"]
+    assert all(flag in recorded for flag in shape_flags), (shape_flags, recorded)
+
+
+def test_int8_calibration_and_batch_profile_flags_and_key() -> None:
+    """INT8 + calibration cache + a batch 1/4/8 profile (a manifest's tensorrt section): the flags,
+    and a key that changes with the cache content and with the profile."""
+    shapes = {"obs": {"min": [1, 48], "opt": [4, 48], "max": [8, 48]}}
+    flags = build_flags("8.5.2", precision="int8", calibration_cache="/r/calib.cache", shapes=shapes)
+    assert flags == ["--explicitBatch", "--int8", "--calib=/r/calib.cache",
+                     "--minShapes=obs:1x48", "--optShapes=obs:4x48", "--maxShapes=obs:8x48"]  # fmt: skip
+    key = cache_key("a" * 64, "8.5.2", "orin", "int8", flags, "c" * 64)
+    assert key != cache_key("a" * 64, "8.5.2", "orin", "int8", flags, "d" * 64)
+    wider = build_flags("8.5.2", precision="int8", calibration_cache="/r/calib.cache",
+                        shapes={"obs": {"min": [1, 48], "opt": [4, 48], "max": [16, 48]}})  # fmt: skip
+    assert key != cache_key("a" * 64, "8.5.2", "orin", "int8", wider, "c" * 64)

@@ -25,16 +25,22 @@ from jetpolicy.common.schema import (
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_SCHEMA",
+    "RELEASE_FILES",
     "SUPPORTED_DTYPES",
+    "TENSORRT_PRECISIONS",
     "TENSOR_ROLES",
     "ActionTransform",
+    "CalibrationCache",
     "Normalization",
     "ObservationTerm",
     "PolicyManifest",
+    "ShapeProfile",
     "StatePair",
+    "TensorRTSettings",
     "TensorSpec",
     "load_manifest",
     "manifest_from_dict",
+    "release_id",
     "sha256_file",
 ]
 
@@ -43,6 +49,10 @@ MANIFEST_FORMAT = 1
 MANIFEST_SCHEMA = "policy-manifest"
 SUPPORTED_DTYPES = ("float32", "float16", "int64", "int32", "bool")
 TENSOR_ROLES = ("observation", "state", "action", "output")
+# Builder precisions of the trtexec module (module_utils/jetpolicy_trtexec.py PRECISIONS).
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8", "best")
+# What policy_artifact puts in a release directory itself: a calibration cache may not take a name.
+RELEASE_FILES = ("policy.onnx", "policy.json", "policy.json.sig", "reference.npz")
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,38 @@ class ObservationTerm:
 
 
 @dataclass(frozen=True)
+class CalibrationCache:
+    """An INT8 calibration cache shipped beside policy.json: its file name and content sha256."""
+
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """One input's TensorRT optimisation profile; the runner still feeds the manifest's shape."""
+
+    min: List[int]
+    opt: List[int]
+    max: List[int]
+
+
+@dataclass(frozen=True)
+class TensorRTSettings:
+    """How the robot builds this policy's engine (roles/tensorrt_engine reads it from the release)."""
+
+    precision: Optional[str] = None
+    calibration_cache: Optional[CalibrationCache] = None
+    profiles: Dict[str, ShapeProfile] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = asdict(self)
+        for key in [k for k, v in data.items() if v is None or v == {}]:
+            del data[key]
+        return data
+
+
+@dataclass(frozen=True)
 class PolicyManifest:
     name: str
     sha256: str
@@ -122,6 +164,7 @@ class PolicyManifest:
     # (after scale/offset; the runtime only clips it to low/high), not the model's raw output.
     safe_action: Dict[str, List[float]] = field(default_factory=dict)
     observation_layout: Dict[str, List[ObservationTerm]] = field(default_factory=dict)
+    tensorrt: Optional[TensorRTSettings] = None
     format: int = MANIFEST_FORMAT
 
     @property
@@ -163,6 +206,10 @@ class PolicyManifest:
         for entry in entries:
             for key in [k for k, v in entry.items() if v is None]:
                 del entry[key]
+        if self.tensorrt is None:
+            del data["tensorrt"]
+        else:
+            data["tensorrt"] = self.tensorrt.to_dict()
         return data
 
     def save(self, path: Path) -> None:
@@ -175,6 +222,21 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def release_id(manifest: PolicyManifest) -> str:
+    """The name of the policy's release directory on the robot (``releases/<id>``).
+
+    Without a ``tensorrt`` section it is the model's sha256[:16], as for every release before the
+    section existed. With one, the section (the calibration cache's sha256 and the profiles
+    included) is hashed with the model's sha256: a release directory is immutable once staged, so a
+    new cache or profile must make a new release rather than meet the old one's files.
+    """
+    if manifest.tensorrt is None:
+        return manifest.sha256[:16]
+    identity = {"model_sha256": manifest.sha256, "tensorrt": manifest.tensorrt.to_dict()}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def load_manifest(path: Path) -> PolicyManifest:
@@ -405,6 +467,7 @@ def _parse(raw: Dict[str, Any], source: str) -> PolicyManifest:
                 f"{source}: observation_layout for unknown observation '{tname}'", "fix the name"
             )
         layout[tname] = _layout_terms(tname, raw_terms, spec, source)
+    tensorrt = _tensorrt_settings(raw["tensorrt"], final_inputs, source) if "tensorrt" in raw else None
     return PolicyManifest(
         name=name,
         sha256=sha,
@@ -418,4 +481,101 @@ def _parse(raw: Dict[str, Any], source: str) -> PolicyManifest:
         action=action,
         safe_action=safe_action,
         observation_layout=layout,
+        tensorrt=tensorrt,
     )
+
+
+def _dims(raw: Any, what: str, rank: int, source: str) -> List[int]:
+    positive = isinstance(raw, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in raw)
+    if not positive or not all(d > 0 for d in raw):
+        raise ManifestError(
+            f"{source}: {what} must be a list of positive integers, got {raw!r}",
+            "write the dims as a list, e.g. [1, 48]",
+        )
+    if len(raw) != rank:
+        raise ManifestError(
+            f"{source}: {what} has {len(raw)} dims but the input has rank {rank}",
+            "give one dim per axis of the input, batch first",
+        )
+    return list(raw)
+
+
+def _profile(tname: str, raw: Any, spec: TensorSpec, source: str) -> ShapeProfile:
+    """min <= opt <= max on every axis, one dim per axis, and the runner's shape inside [min, max]."""
+    where = f"tensorrt.profiles[{tname}]"
+    if not isinstance(raw, dict) or any(k not in raw for k in ("min", "opt", "max")):
+        raise ManifestError(f"{source}: {where} needs min, opt and max", "give all three shapes")
+    rank = len(spec.shape)
+    low, opt, high = (_dims(raw[k], f"{where}.{k}", rank, source) for k in ("min", "opt", "max"))
+    bad = [axis for axis in range(rank) if not low[axis] <= opt[axis] <= high[axis]]
+    if bad:
+        raise ManifestError(
+            f"{source}: {where} is not min <= opt <= max at axis {bad} (min {low}, opt {opt}, max {high})",
+            "order the shapes so that every axis grows from min through opt to max",
+        )
+    outside = [axis for axis in range(rank) if not low[axis] <= spec.shape[axis] <= high[axis]]
+    if outside:
+        raise ManifestError(
+            f"{source}: {where} [min {low}, max {high}] does not contain the input's shape {spec.shape} "
+            f"at axis {outside}; the runner always feeds that shape",
+            f"widen the profile to include {spec.shape}, or fix the input's shape",
+        )
+    return ShapeProfile(min=low, opt=opt, max=high)
+
+
+def _tensorrt_settings(raw: Any, inputs: Mapping[str, TensorSpec], source: str) -> TensorRTSettings:
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{source}: tensorrt must be an object", "fix the manifest (docs/schemas.md)")
+    precision = raw.get("precision")
+    if precision is not None and precision not in TENSORRT_PRECISIONS:
+        raise ManifestError(
+            f"{source}: tensorrt.precision {precision!r} is not a TensorRT builder precision",
+            f"use one of {', '.join(TENSORRT_PRECISIONS)}",
+        )
+    calibration = None
+    raw_cache = raw.get("calibration_cache")
+    if raw_cache is not None:
+        if not isinstance(raw_cache, dict):
+            raise ManifestError(
+                f"{source}: tensorrt.calibration_cache must be an object with file and sha256",
+                'write {"file": "calib.cache", "sha256": "<sha256sum of it>"}',
+            )
+        name, sha = raw_cache.get("file"), raw_cache.get("sha256")
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ManifestError(
+                f"{source}: tensorrt.calibration_cache.file must be a file name in the policy directory, "
+                f"got {name!r}",
+                "put the cache beside policy.json and name it without a directory (calib.cache)",
+            )
+        if name in RELEASE_FILES:
+            raise ManifestError(
+                f"{source}: tensorrt.calibration_cache.file {name!r} is a name the release uses itself",
+                f"rename the cache (not one of {', '.join(RELEASE_FILES)})",
+            )
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ManifestError(
+                f"{source}: tensorrt.calibration_cache.sha256 must be 64 lowercase hex digits",
+                f"write the output of `sha256sum {name}`",
+            )
+        if precision not in ("int8", "best"):
+            raise ManifestError(
+                f"{source}: tensorrt.calibration_cache is set but tensorrt.precision is "
+                f"{precision or 'unset'}; only INT8 builds read a calibration cache",
+                "set tensorrt.precision to int8 (or best), or remove tensorrt.calibration_cache",
+            )
+        calibration = CalibrationCache(file=name, sha256=sha)
+    raw_profiles = raw.get("profiles", {})
+    if not isinstance(raw_profiles, dict):
+        raise ManifestError(
+            f"{source}: tensorrt.profiles must map input names to min/opt/max", "fix the manifest"
+        )
+    profiles: Dict[str, ShapeProfile] = {}
+    for tname, raw_profile in raw_profiles.items():
+        spec = inputs.get(tname)
+        if spec is None:
+            raise ManifestError(
+                f"{source}: tensorrt.profiles names '{tname}', which is not an input",
+                f"use the model's input names ({', '.join(sorted(inputs))})",
+            )
+        profiles[tname] = _profile(tname, raw_profile, spec, source)
+    return TensorRTSettings(precision=precision, calibration_cache=calibration, profiles=profiles)

@@ -46,7 +46,9 @@ def make_reference(
     """Run the ONNX on `count` consecutive ticks (state carried) and save inputs + raw outputs."""
     if not isinstance(manifest, PolicyManifest):
         manifest = load_manifest(Path(manifest))
-    policy = Policy(manifest, OnnxRuntimeBackend(model_path), "onnxruntime: reference")
+    fixed_shapes = {spec.name: spec.shape for spec in manifest.inputs + manifest.outputs}
+    backend = OnnxRuntimeBackend(model_path, fixed_shapes=fixed_shapes)
+    policy = Policy(manifest, backend, "onnxruntime: reference")
     try:
         obs = _observations(manifest, count, seed)
         outputs: Dict[str, np.ndarray] = {

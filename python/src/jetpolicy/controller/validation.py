@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Callable, Dict, List, Tuple, Union
 
 from jetpolicy.common.errors import ManifestError, PolicyValidationError
-from jetpolicy.common.manifest import PolicyManifest, TensorSpec, load_manifest, sha256_file
+from jetpolicy.common.manifest import (
+    PolicyManifest,
+    TensorSpec,
+    load_manifest,
+    release_id,
+    sha256_file,
+)
 
 __all__ = ["ONNX_DTYPES", "model_io", "register", "validate_policy"]
 
@@ -40,7 +46,14 @@ def model_io(model: Any) -> Tuple[Dict[str, Tuple[List[Dim], str]], Dict[str, Tu
     return describe(model.graph.input), describe(model.graph.output)
 
 
-def _compare(kind: str, model: Dict[str, Tuple[List[Dim], str]], declared: List[TensorSpec]) -> List[str]:
+def _compare(
+    kind: str,
+    model: Dict[str, Tuple[List[Dim], str]],
+    declared: List[TensorSpec],
+    may_be_dynamic: Callable[[str], bool] = lambda name: False,
+) -> List[str]:
+    """Names, ranks, fixed dims and dtypes; dynamic dims only where `may_be_dynamic` (an input with
+    a TensorRT profile, or an output of a model that has one: its batch follows the inputs')."""
     problems: List[str] = []
     want = {s.name: s for s in declared}
     for name in want:
@@ -55,7 +68,7 @@ def _compare(kind: str, model: Dict[str, Tuple[List[Dim], str]], declared: List[
         dims, dtype = model[name]
         spec = want[name]
         dynamic = [axis for axis, d in enumerate(dims) if not isinstance(d, int)]
-        if dynamic:
+        if dynamic and not may_be_dynamic(name):
             problems.append(
                 f"{kind} '{name}' has dynamic dims at axis {dynamic} ({dims}); "
                 "export with static shapes (batch 1)"
@@ -71,6 +84,69 @@ def _compare(kind: str, model: Dict[str, Tuple[List[Dim], str]], declared: List[
         if dtype != spec.dtype:
             problems.append(f"{kind} '{name}' dtype: model {dtype} vs manifest {spec.dtype}")
     return problems
+
+
+def _tensorrt_problems(
+    manifest: PolicyManifest, policy_dir: Path, inputs: Dict[str, Tuple[List[Dim], str]]
+) -> List[Tuple[str, str]]:
+    """(cause, fix) for each way the tensorrt section does not fit the files and the model: the
+    calibration cache present with its sha256, each profile on a real input, fixed axes unvaried."""
+    settings = manifest.tensorrt
+    if settings is None:
+        return []
+    found: List[Tuple[str, str]] = []
+    cache = settings.calibration_cache
+    if cache is not None:
+        path = policy_dir / cache.file
+        if not path.is_file():
+            found.append(
+                (
+                    f"tensorrt.calibration_cache: {cache.file} is not in {policy_dir}",
+                    f"put the calibration cache beside policy.json as {cache.file}, "
+                    "or remove tensorrt.calibration_cache",
+                )
+            )
+        else:
+            actual = sha256_file(path)
+            if actual != cache.sha256:
+                found.append(
+                    (
+                        f"tensorrt.calibration_cache: {cache.file} has sha256 {actual}, "
+                        f"the manifest says {cache.sha256}",
+                        f"write {actual} into tensorrt.calibration_cache.sha256 if this cache is the "
+                        "one to ship, or put back the cache the manifest names",
+                    )
+                )
+    for tname, profile in settings.profiles.items():
+        if tname not in inputs:
+            found.append(
+                (
+                    f"tensorrt.profiles['{tname}'] names no input of the model (model has {sorted(inputs)})",
+                    "name the profile after a model input",
+                )
+            )
+            continue
+        dims = inputs[tname][0]
+        if len(dims) != len(profile.min):
+            found.append(
+                (
+                    f"tensorrt.profiles['{tname}'] has rank {len(profile.min)}, the model input {len(dims)}",
+                    "give one dim per axis of the model input",
+                )
+            )
+            continue
+        for axis, dim in enumerate(dims):
+            ranged = (profile.min[axis], profile.opt[axis], profile.max[axis])
+            if isinstance(dim, int) and ranged != (dim, dim, dim):
+                found.append(
+                    (
+                        f"tensorrt.profiles['{tname}'] axis {axis}: min/opt/max {list(ranged)} but the "
+                        f"model fixes that axis at {dim}",
+                        f"set min, opt and max of axis {axis} to {dim}, or export the model with that "
+                        "axis dynamic (dynamic_axes) to vary it",
+                    )
+                )
+    return found
 
 
 def validate_policy(model_path: Union[str, Path], manifest_path: Union[str, Path]) -> PolicyManifest:
@@ -99,10 +175,13 @@ def validate_policy(model_path: Union[str, Path], manifest_path: Union[str, Path
     except Exception as exc:
         problems.append(f"onnx checker rejects {model_path}: {str(exc).splitlines()[0] if str(exc) else exc}")
     inputs, outputs = model_io(model)
-    problems += _compare("input", inputs, manifest.inputs)
-    problems += _compare("output", outputs, manifest.outputs)
-    if problems:
-        raise PolicyValidationError(problems, fix)
+    profiles = manifest.tensorrt.profiles if manifest.tensorrt is not None else {}
+    problems += _compare("input", inputs, manifest.inputs, lambda name: name in profiles)
+    problems += _compare("output", outputs, manifest.outputs, lambda name: bool(profiles))
+    tensorrt = _tensorrt_problems(manifest, manifest_path.parent, inputs)
+    if problems or tensorrt:
+        fixes = ([fix] if problems else []) + [f for _, f in tensorrt]
+        raise PolicyValidationError(problems + [cause for cause, _ in tensorrt], "; ".join(fixes))
     return manifest
 
 
@@ -123,7 +202,17 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"valid": False, "problems": exc.problems, "fix": exc.fix}))
         return 2
     if args.json:
-        print(json.dumps({"valid": True, "problems": [], "name": manifest.name, "sha256": manifest.sha256}))
+        # release_id and calibration_cache are what policy_artifact stages (roles/policy_artifact).
+        cache = manifest.tensorrt.calibration_cache if manifest.tensorrt is not None else None
+        result = {
+            "valid": True,
+            "problems": [],
+            "name": manifest.name,
+            "sha256": manifest.sha256,
+            "release_id": release_id(manifest),
+            "calibration_cache": {"file": cache.file, "sha256": cache.sha256} if cache else None,
+        }
+        print(json.dumps(result))
     else:
         print(f"{args.model}: valid ({manifest.name}, sha256 {manifest.sha256[:16]})")
     return 0

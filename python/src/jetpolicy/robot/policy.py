@@ -197,7 +197,11 @@ def load_policy(
                 [f"{model} has sha256 {actual[:16]}..., manifest says {manifest.sha256[:16]}..."],
                 "redeploy the release; never edit files inside releases/",
             )
-    instance, reason = select_backend(backend, model, engine, use_cuda_graph=use_cuda_graph)
+    # A model exported with a dynamic batch axis (for a TensorRT profile) runs at the manifest's shape.
+    fixed_shapes = {spec.name: spec.shape for spec in manifest.inputs + manifest.outputs}
+    instance, reason = select_backend(
+        backend, model, engine, use_cuda_graph=use_cuda_graph, fixed_shapes=fixed_shapes
+    )
     try:
         return Policy(manifest, instance, reason)
     except Exception:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,7 +22,18 @@ ORT_DTYPES: Dict[str, str] = {
 }
 
 
-def _static_shape(kind: str, name: str, shape: List[Any], path: Path) -> List[int]:
+def _static_shape(
+    kind: str, name: str, shape: List[Any], path: Path, fixed: Optional[Sequence[int]] = None
+) -> List[int]:
+    """The model's shape, or for a model with dynamic dims (a dynamic batch axis for a TensorRT
+    profile) the manifest's fixed shape where it agrees with every dim the model fixes."""
+    agrees = fixed is not None and len(fixed) == len(shape)
+    if (
+        fixed is not None
+        and agrees
+        and all(not (isinstance(d, int) and d > 0) or d == f for d, f in zip(shape, fixed))
+    ):
+        return [int(f) for f in fixed]
     if not all(isinstance(d, int) and d > 0 for d in shape):
         raise BackendError(
             f"model {path}: {kind} '{name}' has dynamic dimensions {shape}",
@@ -50,9 +61,15 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: Union[str, Path], intra_op_threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: Union[str, Path],
+        intra_op_threads: int = 1,
+        fixed_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    ) -> None:
         import onnxruntime as ort
 
+        fixed = fixed_shapes or {}
         self._path = Path(model_path)
         if not self._path.is_file():
             raise BackendError(f"model {self._path} does not exist", "check the release directory")
@@ -73,7 +90,7 @@ class OnnxRuntimeBackend:
         self._inputs = [
             TensorSpec(
                 name=i.name,
-                shape=_static_shape("input", i.name, list(i.shape), self._path),
+                shape=_static_shape("input", i.name, list(i.shape), self._path, fixed.get(i.name)),
                 dtype=_dtype("input", i.name, i.type, self._path),
                 role="observation",
             )
@@ -82,7 +99,7 @@ class OnnxRuntimeBackend:
         self._outputs = [
             TensorSpec(
                 name=o.name,
-                shape=_static_shape("output", o.name, list(o.shape), self._path),
+                shape=_static_shape("output", o.name, list(o.shape), self._path, fixed.get(o.name)),
                 dtype=_dtype("output", o.name, o.type, self._path),
                 role="action",
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from jetpolicy.common.errors import BackendError
 from jetpolicy.robot.backends.base import BACKEND_KINDS, TENSORRT_FIX, InferenceBackend
@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 PathLike = Union[str, Path]
+# Tensor name -> the shape the runner feeds (the manifest's), for models and engines with dynamic dims.
+FixedShapes = Optional[Mapping[str, Sequence[int]]]
 DEVICE_MODEL_FILE = Path("/proc/device-tree/model")
 
 
@@ -118,16 +120,16 @@ def tensorrt_unavailable_reason(
     return engine_mismatch(engine_build_record(engine), str(tensorrt.__version__), device_model())
 
 
-def _onnxruntime(model_path: PathLike) -> InferenceBackend:
+def _onnxruntime(model_path: PathLike, fixed_shapes: FixedShapes) -> InferenceBackend:
     from jetpolicy.robot.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(model_path)
+    return OnnxRuntimeBackend(model_path, fixed_shapes=fixed_shapes)
 
 
-def _tensorrt(engine_path: PathLike, use_cuda_graph: bool) -> InferenceBackend:
+def _tensorrt(engine_path: PathLike, use_cuda_graph: bool, fixed_shapes: FixedShapes) -> InferenceBackend:
     from jetpolicy.robot.backends.tensorrt_backend import TensorRTBackend
 
-    return TensorRTBackend(engine_path, use_cuda_graph=use_cuda_graph)
+    return TensorRTBackend(engine_path, use_cuda_graph=use_cuda_graph, fixed_shapes=fixed_shapes)
 
 
 def select_backend(
@@ -135,13 +137,17 @@ def select_backend(
     model_path: PathLike,
     engine_path: Optional[PathLike] = None,
     use_cuda_graph: bool = False,
+    fixed_shapes: FixedShapes = None,
 ) -> Tuple[InferenceBackend, str]:
-    """Load the backend asked for; `auto` prefers TensorRT only when it can actually run."""
+    """Load the backend asked for; `auto` prefers TensorRT only when it can actually run.
+
+    `fixed_shapes` (the manifest's tensor shapes) is the shape a model or engine with dynamic dims
+    is run at."""
     if kind not in BACKEND_KINDS:
         raise BackendError(f"unknown backend {kind!r}", f"use one of {', '.join(BACKEND_KINDS)}")
     engine = Path(engine_path) if engine_path is not None else None
     if kind == "onnxruntime":
-        return _onnxruntime(model_path), "onnxruntime: requested"
+        return _onnxruntime(model_path, fixed_shapes), "onnxruntime: requested"
     if kind == "tensorrt":
         if engine is None or not engine.is_file():
             what = "no engine given" if engine is None else f"engine {engine} does not exist"
@@ -154,14 +160,14 @@ def select_backend(
             raise BackendError(
                 f"tensorrt backend requested but tensorrt is not importable ({error})", TENSORRT_FIX
             )
-        return _tensorrt(engine, use_cuda_graph), f"tensorrt: requested, engine {engine}"
+        return _tensorrt(engine, use_cuda_graph, fixed_shapes), f"tensorrt: requested, engine {engine}"
     if engine is None:
-        return _onnxruntime(model_path), "onnxruntime: no engine given"
+        return _onnxruntime(model_path, fixed_shapes), "onnxruntime: no engine given"
     missing = tensorrt_unavailable_reason(engine)
     if missing is not None:
-        return _onnxruntime(model_path), f"onnxruntime: {missing}"
+        return _onnxruntime(model_path, fixed_shapes), f"onnxruntime: {missing}"
     # Every part is there: an engine that still fails to load is a broken deployment, not a
     # reason to fall back, so its error goes to the runner.
-    return _tensorrt(engine, use_cuda_graph), (
+    return _tensorrt(engine, use_cuda_graph, fixed_shapes), (
         f"tensorrt: engine {engine} built for this TensorRT and device, CUDA runtime loaded"
     )

@@ -3,8 +3,13 @@
 `tensorrt` comes from JetPack and exists only on the robot, so it is imported inside the
 constructor; the CUDA side is JetPack's libcudart through `cuda_runtime`. The checks on the
 engine's I/O are plain functions, testable anywhere. The engine API used (num_io_tensors,
-get_tensor_name/mode/shape/dtype, set_tensor_address, execute_async_v3) exists from TensorRT 8.5
+get_tensor_name/mode/shape/dtype, set_tensor_address, execute_async_v3, and for engines built with
+an optimisation profile IExecutionContext.set_input_shape/get_tensor_shape) exists from TensorRT 8.5
 (JetPack 5.1) on, so one code path serves 8.5, 8.6 and 10.x.
+
+An engine built with dynamic dims (-1, from a model with a dynamic batch axis and the manifest's
+`tensorrt.profiles`) is run at the manifest's fixed shape: it is set once on the context before
+anything is allocated, so the buffers, the addresses and a captured CUDA graph never change.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from jetpolicy.robot.backends.cuda_runtime import (
     load_cuda_runtime,
 )
 
-__all__ = ["TRT_DTYPES", "EngineIO", "TensorRTBackend", "check_engine_bindings", "numpy_dtype"]
+__all__ = [
+    "TRT_DTYPES",
+    "EngineIO",
+    "TensorRTBackend",
+    "check_engine_bindings",
+    "dynamic_input_shapes",
+    "numpy_dtype",
+]
 
 # (name, "input" | "output", shape, TensorRT DataType name) for one engine I/O tensor.
 EngineIO = Tuple[str, str, Sequence[int], str]
@@ -85,6 +97,28 @@ def check_engine_bindings(
     return problems
 
 
+def dynamic_input_shapes(
+    engine_io: Sequence[EngineIO], fixed_shapes: Mapping[str, Sequence[int]]
+) -> Tuple[Dict[str, List[int]], List[str]]:
+    """The shape to set on each input the engine leaves dynamic (-1), taken from ``fixed_shapes``
+    (the manifest's), and every contradiction: a fixed shape of another rank, or one that differs
+    from a dim the engine fixes. An input with no fixed shape is left out (check_engine_bindings
+    then reports its dynamic dims)."""
+    shapes: Dict[str, List[int]] = {}
+    problems: List[str] = []
+    for name, mode, shape, _ in engine_io:
+        if mode != "input" or all(d >= 0 for d in shape) or name not in fixed_shapes:
+            continue
+        fixed = [int(d) for d in fixed_shapes[name]]
+        if len(fixed) != len(shape) or any(d >= 0 and d != f for d, f in zip(shape, fixed)):
+            problems.append(
+                f"input '{name}': the manifest's shape {fixed} does not fit the engine's {list(shape)}"
+            )
+            continue
+        shapes[name] = fixed
+    return shapes, problems
+
+
 def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
@@ -112,8 +146,10 @@ class TensorRTBackend:
         use_cuda_graph: bool = False,
         cuda: Optional[CudaRuntime] = None,
         tensorrt_module: Any = None,
+        fixed_shapes: Optional[Mapping[str, Sequence[int]]] = None,
     ) -> None:
         self._path = Path(engine_path)
+        self._fixed_shapes: Mapping[str, Sequence[int]] = fixed_shapes or {}
         if not self._path.is_file():
             raise BackendError(
                 f"engine {self._path} does not exist", "build it with the tensorrt_engine role"
@@ -154,12 +190,13 @@ class TensorRTBackend:
                     str(self._engine.get_tensor_dtype(tname)),
                 )
             )
+        self._context = self._engine.create_execution_context()
+        engine_io = self._set_fixed_shapes(engine_io)
         problems = check_engine_bindings(engine_io)
         if problems:
             raise BackendError(
                 f"engine {self._path}: " + "; ".join(problems), "rebuild it from the validated ONNX"
             )
-        self._context = self._engine.create_execution_context()
         self._stream = self._cuda.stream()
         self._inputs: List[TensorSpec] = []
         self._outputs: List[TensorSpec] = []
@@ -181,6 +218,40 @@ class TensorRTBackend:
         self._stream.synchronize()
         if use_cuda_graph:
             self._graph = self._stream.capture(self._enqueue)
+
+    def _set_fixed_shapes(self, engine_io: List[EngineIO]) -> List[EngineIO]:
+        """Set the manifest's shape on each dynamic input; the I/O with the shapes now in force
+        (the outputs' as the context infers them from the inputs')."""
+        shapes, problems = dynamic_input_shapes(engine_io, self._fixed_shapes)
+        if problems:
+            raise BackendError(
+                f"engine {self._path}: " + "; ".join(problems),
+                "rebuild the engine from this release's policy.onnx (tensorrt_engine role)",
+            )
+        if not shapes:
+            return engine_io
+        for tname, shape in shapes.items():
+            if not self._context.set_input_shape(tname, tuple(shape)):
+                raise BackendError(
+                    f"engine {self._path}: input '{tname}' shape {shape} is outside the engine's "
+                    f"optimisation profile{self._profile_text(tname)}",
+                    "rebuild the engine with a profile whose min..max contains the manifest's shape "
+                    "(tensorrt.profiles in policy.json, or tensorrt_engine_shapes)",
+                )
+        return [
+            (tname, mode, tuple(shapes[tname]) if tname in shapes else tuple(shape), dtype)
+            if mode == "input"
+            else (tname, mode, tuple(self._context.get_tensor_shape(tname)), dtype)
+            for tname, mode, shape, dtype in engine_io
+        ]
+
+    def _profile_text(self, tname: str) -> str:
+        # get_tensor_profile_shape(name, profile) -> [min, opt, max] (TensorRT 8.5+).
+        try:
+            low, _opt, high = self._engine.get_tensor_profile_shape(tname, 0)
+        except (AttributeError, TypeError, ValueError):
+            return ""
+        return f" (min {list(low)}, max {list(high)})"
 
     def _enqueue(self) -> None:
         assert self._stream is not None
