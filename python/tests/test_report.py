@@ -350,9 +350,9 @@ def test_a_spent_failure_budget_with_rollback_all_is_named_in_the_reason_and_hea
     _failure_policy(report_dir)
     summary = render_report(report_dir)
     assert not summary.ok and summary.verdict == "rolled_back"
-    assert summary.reason.endswith(
-        "(1 robot(s) lost, more than the failure budget 0 of 3 robot(s) (0%): the rollout stopped;"
-        " rollback_all returned the robots it had promoted: sim-orin-1)"
+    assert summary.reason.startswith(
+        "1 robot(s) lost, more than the failure budget 0 of 3 robot(s) (0%): the rollout stopped;"
+        " rollback_all returned the robots it had promoted: sim-orin-1; sim-orin-2 rolled back: timing gate"
     )
     md = summary.markdown.read_text(encoding="utf-8")
     assert "| failure policy | 1 robot(s) lost, more than the failure budget 0 of 3" in md

@@ -328,3 +328,34 @@ def test_a_synthetic_source_never_counts_as_live_input(tmp_path: Path) -> None:
     final = read_status(config.status_file)
     assert final is not None and final["ticks"] > 100
     assert final["last_observation_at"] is None
+
+
+def test_a_runner_fed_live_observations_is_busy_until_they_stop(tmp_path: Path, example_release: Path) -> None:
+    """End to end: a real `jetpolicy run` over UDP, fed observations, is busy for `jetpolicy busy`;
+    once the feed stops it is idle again within the fresh window (a status write or two later)."""
+    from jetpolicy.robot.busy import check_busy
+
+    runner_port, client_port = free_udp_port(), free_udp_port()
+    config = write_config(tmp_path, example_release, transport={
+        "kind": "udp", "bind": f"127.0.0.1:{runner_port}", "action_to": f"127.0.0.1:{client_port}"})  # fmt: skip
+    manifest = load_manifest(example_release / "policy.json")
+    client = PolicyClient(f"127.0.0.1:{runner_port}", f"127.0.0.1:{client_port}",
+                          manifest.observation_inputs, manifest.action_outputs)  # fmt: skip
+    status_file, hold_file = tmp_path / "status.json", tmp_path / "hold"
+    proc = start(config, None, "--duration-s", "30")
+    try:
+        wait_status(status_file, lambda s: s["state"] == "running")
+        assert not check_busy(status_file, hold_file, fresh_within_s=1.0).busy  # nothing sent yet
+        for _ in range(40):  # 0.8 s of observations at 50 Hz
+            client.send_observation(np.full(48, 0.1, dtype=np.float32))
+            client.drain()
+            time.sleep(0.02)
+        wait_status(status_file, lambda s: s.get("last_observation_at") is not None)
+        fed = check_busy(status_file, hold_file, fresh_within_s=1.0)
+        assert fed.busy and fed.reasons[0].startswith("receiving observations"), fed.reasons
+        time.sleep(1.5)
+        wait_status(status_file, lambda s: s["updated_at"] - s["last_observation_at"] > 1.0)
+        assert not check_busy(status_file, hold_file, fresh_within_s=1.0).busy
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

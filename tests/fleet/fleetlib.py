@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -105,3 +106,21 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 def make_policy(path: Path, *extra: str) -> Path:
     run([str(VENV_BIN / "jetpolicy"), "example", "--out", str(path), *extra], check=True)
     return path
+
+
+def release_id(policy: Path) -> str:
+    """The release id validate gives a policy directory without a tensorrt section: sha256[:16]."""
+    return str(json.loads((policy / "policy.json").read_text())["sha256"])[:16]
+
+
+def rollout(policy: Path, *extra: str) -> tuple[int, str, str, dict[str, Any]]:
+    """Run `jetpolicy rollout` on the x86 robots; return rc, stdout, stderr and the report JSON."""
+    proc = run([str(VENV_BIN / "jetpolicy"), "rollout", "--limit", X86_ROBOTS, "--policy", str(policy), *extra])
+    match = re.findall(r"(\S+/reports/[^/\s]+)/report\.md", proc.stdout + proc.stderr)
+    assert match, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report: dict[str, Any] = json.loads((Path(match[-1]) / "report.json").read_text())
+    return proc.returncode, proc.stdout, proc.stderr, report
+
+
+def host_verdicts(report: dict[str, Any]) -> dict[str, str]:
+    return {h["host"]: h["verdict"] for h in report["hosts"]}

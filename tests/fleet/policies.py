@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-def write_opset23_policy(out: Path, rate_hz: float = 100.0) -> Path:
+def write_opset23_policy(out: Path, rate_hz: float = 100.0, seed: int = 5) -> Path:
     """An MLP with an RMSNormalization layer (ONNX opset 23).
 
     The controller's ONNX Runtime runs it, so it validates and gets reference outputs; the
@@ -20,7 +20,7 @@ def write_opset23_policy(out: Path, rate_hz: float = 100.0) -> Path:
 
     from jetpolicy.common.manifest import PolicyManifest, TensorSpec, sha256_file
 
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)  # another seed, another release
     w1 = numpy_helper.from_array((rng.standard_normal((48, 64)) * 0.1).astype(np.float32), "w1")
     b1 = numpy_helper.from_array(np.zeros(64, np.float32), "b1")
     scale = numpy_helper.from_array(np.ones(64, np.float32), "scale")

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 from fleetlib import (
+    host_verdicts,
+    release_id,
+    rollout,
     REPO,
     VENV_BIN,
     X86_ROBOTS,
@@ -28,23 +31,6 @@ from fleetlib import (
 from policies import write_opset23_policy
 
 pytestmark = pytest.mark.fleet
-
-
-def release_id(policy: Path) -> str:
-    return str(json.loads((policy / "policy.json").read_text())["sha256"])[:16]
-
-
-def rollout(policy: Path, *extra: str) -> tuple[int, str, str, dict[str, Any]]:
-    """Run `jetpolicy rollout` on the whole fleet; return rc, stdout, stderr and the report JSON."""
-    proc = run([str(VENV_BIN / "jetpolicy"), "rollout", "--limit", X86_ROBOTS, "--policy", str(policy), *extra])
-    match = re.findall(r"(\S+/reports/[^/\s]+)/report\.md", proc.stdout + proc.stderr)
-    assert match, proc.stdout[-3000:] + proc.stderr[-2000:]
-    report = json.loads((Path(match[-1]) / "report.json").read_text())
-    return proc.returncode, proc.stdout, proc.stderr, report
-
-
-def host_verdicts(report: dict[str, Any]) -> dict[str, str]:
-    return {h["host"]: h["verdict"] for h in report["hosts"]}
 
 
 @pytest.fixture(scope="module")

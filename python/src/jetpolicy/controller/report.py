@@ -171,6 +171,9 @@ _PHRASES = {"rolled_back": "rolled back", "failed": "failed", "unreachable": "un
 def overall(outcomes: List[HostOutcome], policy: Optional[FailurePolicy] = None) -> Tuple[bool, str, str]:
     """(ok, overall verdict, one-line reason); the failure policy's outcome ends a failed run's reason."""
     bad = [o for o in outcomes if o.verdict in BAD_VERDICTS]
+    if policy is not None:
+        # The robots that failed come first; those rollback_all returned because of them after.
+        bad.sort(key=lambda o: o.host in policy.rolled_back_with_run)
     if not outcomes:
         return False, "empty", "no host records and no play stats: nothing was rolled out"
     if bad:
@@ -183,7 +186,8 @@ def overall(outcomes: List[HostOutcome], policy: Optional[FailurePolicy] = None)
             reason += f"; also {others}" + (f" (+{len(bad) - 4} more)" if len(bad) > 4 else "")
         verdict = "failed" if any(o.verdict != "rolled_back" for o in bad) else "rolled_back"
         if policy is not None and policy.failed_robots:
-            reason += f" ({policy.summary()})"
+            # First, so a one-line reason cut to length still says what the run did.
+            reason = f"{policy.summary()}; {reason}"
         return False, verdict, " ".join(reason.split())
     counts: Dict[str, int] = {}
     for outcome in outcomes:
