@@ -75,7 +75,8 @@ def test_a_missing_status_is_not_busy_and_says_why(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "last_observation_at, state, runner, reason",
     [
-        pytest.param(None, "running", "running", "received no live observation since it started", id="none-yet"),
+        pytest.param(None, "running", "running", "received no live observation since it started",
+                     id="none-yet"),
         pytest.param(..., "running", "running", "older than last_observation_at", id="older-runner"),
         pytest.param(NOW - 0.1, "stopped", "stopped", "the runner's state is stopped", id="stopped"),
     ],

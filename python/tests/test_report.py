@@ -417,5 +417,6 @@ def test_rollout_exit_code_tells_deferred_from_failed_and_done(tmp_path: Path) -
     failed = render_report(write(tmp_path / "c", _deferred("sim-orin-2"), rolled_back("sim-orin-1")))
     assert judge(0, done)[0] == 0
     code, reason = judge(0, deferred)
-    assert code == DEFERRED_EXIT == 3 and reason.startswith("deferred, nothing failed:") and "sim-orin-2" in reason
+    assert code == DEFERRED_EXIT == 3
+    assert reason.startswith("deferred, nothing failed:") and "sim-orin-2" in reason
     assert judge(2, failed)[0] == 1

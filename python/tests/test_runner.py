@@ -330,14 +330,16 @@ def test_a_synthetic_source_never_counts_as_live_input(tmp_path: Path) -> None:
     assert final["last_observation_at"] is None
 
 
-def test_a_runner_fed_live_observations_is_busy_until_they_stop(tmp_path: Path, example_release: Path) -> None:
+def test_a_runner_fed_live_observations_is_busy_until_they_stop(
+    tmp_path: Path, example_release: Path
+) -> None:
     """End to end: a real `jetpolicy run` over UDP, fed observations, is busy for `jetpolicy busy`;
     once the feed stops it is idle again within the fresh window (a status write or two later)."""
     from jetpolicy.robot.busy import check_busy
 
     runner_port, client_port = free_udp_port(), free_udp_port()
-    config = write_config(tmp_path, example_release, transport={
-        "kind": "udp", "bind": f"127.0.0.1:{runner_port}", "action_to": f"127.0.0.1:{client_port}"})  # fmt: skip
+    transport = {"kind": "udp", "bind": f"127.0.0.1:{runner_port}", "action_to": f"127.0.0.1:{client_port}"}
+    config = write_config(tmp_path, example_release, transport=transport)
     manifest = load_manifest(example_release / "policy.json")
     client = PolicyClient(f"127.0.0.1:{runner_port}", f"127.0.0.1:{client_port}",
                           manifest.observation_inputs, manifest.action_outputs)  # fmt: skip

@@ -77,14 +77,14 @@ def test_rollback_all_returns_every_robot_the_run_promoted(
     assert set(host_verdicts(report).values()) == {"rolled_back"}
     assert report["failure_policy"]["rolled_back_with_run"] == list(ORINS)
     for name in ORINS:
-        robot = fleet[name]
-        assert previous[name] is not None
-        _ticking_on(robot, previous[name])
+        robot, release = fleet[name], previous[name]
+        assert release is not None
+        _ticking_on(robot, release)
         assert robot.runtime() == before[name]["runtime"] and robot.config() == before[name]["config"]
         last = robot.history()[-1]
         assert last["action"] == "rollback" and str(last["reason"]).startswith("rollback_all:"), last
         entry = next(h for h in report["hosts"] if h["host"] == name)
-        assert entry["rollback"]["from"] == release_id(policy) and entry["rollback"]["to"] == previous[name]
+        assert entry["rollback"]["from"] == release_id(policy) and entry["rollback"]["to"] == release
     _ticking_on(fleet["sim-xavier-1"], release_id(good))
 
 

@@ -15,17 +15,17 @@ from typing import Any
 import numpy as np
 import pytest
 from fleetlib import (
-    host_verdicts,
-    release_id,
-    rollout,
     REPO,
     VENV_BIN,
     X86_ROBOTS,
     Robot,
     ansible_playbook,
     fleet_env,
+    host_verdicts,
     make_policy,
     podman_exec,
+    release_id,
+    rollout,
     run,
 )
 from policies import write_opset23_policy

@@ -103,8 +103,8 @@ def judge_observations(
         return _Finding(False, "the runner does not report when observations arrive (a runtime older "
                                "than last_observation_at): not counted as busy"), RUNNING, None  # fmt: skip
     if seen is None:
-        return _Finding(False, "the runner has received no live observation since it started "
-                               "(a synthetic or replayed source is not live input)"), RUNNING, None  # fmt: skip
+        never = "the runner has received no live observation since it started"
+        return _Finding(False, f"{never} (a synthetic or replayed source is not live input)"), RUNNING, None
     before_status = updated_at - float(seen)
     if before_status <= fresh_within_s:
         return _Finding(True, f"receiving observations: last one {age:.1f} s ago"), RUNNING, age

@@ -408,9 +408,9 @@ def _switch(
         why="; ".join(why) if target == previous else "",
     )
     if target == previous or dry_run:
-        # Nothing to move (or only asked). Still changed when the runner or the commit lags behind the links (a
-        # deploy cut off after its switch): the caller restarts and gates it; the pending record
-        # of that switch, if any, stays the one a commit or a recovery reads.
+        # Nothing to move (or only asked). Still changed when the runner or the commit lags behind
+        # the links (a deploy cut off after its switch): the caller restarts and gates it; the
+        # pending record of that switch, if any, stays the one a commit or a recovery reads.
         return result
     _apply(root, previous, target)
     record: Dict[str, Any] = {
