@@ -361,3 +361,25 @@ def test_a_runner_fed_live_observations_is_busy_until_they_stop(
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_every_inference_is_counted_in_the_status_histogram(tmp_path: Path) -> None:
+    """Each tick's inference time goes into the loop's cumulative histogram, in place; the status
+    carries it sparsely with its bucket scheme, and the schema accepts it. On the fake clock one
+    inference takes 101 us (100 us of work and one clock read), in (1.05**94, 1.05**95] us."""
+    clock = FakeClock()
+    policy = SlowPolicy(clock, step_ns=100_000)
+    scheduler = DeadlineScheduler(0.001, 0.0002, now_ns=clock.now_ns, sleep_s=clock.sleep_s)
+    loop = ControlLoop(policy, scheduler, SyntheticSource(policy.observation_specs, 1000.0), NullSink(), 50,
+                       clock_ns=clock.now_ns)  # fmt: skip
+    counts = loop.inference_histogram.counts
+    config = RunnerConfig(release_dir=tmp_path, status_file=tmp_path / "status.json", metrics_file=None,
+                          status_interval_s=0.05, watchdog=False)  # fmt: skip
+    runner = Runner(config, duration_s=0.2, wall_s=lambda: 1_700_000_000.0 + clock.now / 1e9)
+    assert runner.serve(loop, 1000.0) == 0
+    assert loop.inference_histogram.counts is counts
+    final = read_status(config.status_file)
+    assert final is not None and final["ticks"] > 100
+    assert final["inference_histogram"] == {
+        "first_edge_us": 1.0, "ratio": 1.05, "buckets": 333, "counts": {"95": final["ticks"]},
+    }  # fmt: skip

@@ -33,7 +33,7 @@ from jetpolicy.robot.realtime import RealtimeResult, apply_realtime
 from jetpolicy.robot.scheduler import DeadlineScheduler, TickTiming
 from jetpolicy.robot.sdnotify import SdNotifier
 from jetpolicy.robot.sources import ReplaySource, SyntheticSource
-from jetpolicy.robot.stats import LoopStats, Ring
+from jetpolicy.robot.stats import LatencyHistogram, LoopStats, Ring
 from jetpolicy.robot.status import STATUS_SCHEMA_VERSION, StatusWriter
 from jetpolicy.robot.transport import REJECT_REASONS, DatagramTransport, StaleTracker
 
@@ -125,6 +125,9 @@ class ControlLoop:
         self.stale = StaleTracker(stale_after_ticks)
         self.stats = stats or LoopStats(scheduler.period_ns)
         self.inference = Ring(self.stats.latency.capacity)
+        # Every inference since the start, in fixed buckets: `jetpolicy window` takes the
+        # difference of two status snapshots to judge exactly the ticks between them.
+        self.inference_histogram = LatencyHistogram()
         self.miss_policy = MissPolicy(miss_policy or MissPolicyConfig())
         self._clock_ns = clock_ns
         # Copied once: the safe action must not change if the policy reuses its buffers.
@@ -162,7 +165,9 @@ class ControlLoop:
         if observed is not None:
             before = self._clock_ns()
             actions = self.policy.step(observed)
-            self.inference.push(self._clock_ns() - before)
+            took_ns = self._clock_ns() - before
+            self.inference.push(took_ns)
+            self.inference_histogram.add(took_ns)
             if not self._all_finite(actions):
                 # NaN fed back through a recurrent state would stay there: start it afresh.
                 self.nonfinite_outputs += 1
@@ -475,6 +480,7 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
             "safe_actions": 0,
             "missed_deadlines": 0, "late_actions_dropped": 0, "nonfinite_outputs": 0,
             "miss_policy": MissPolicy(MissPolicyConfig()).to_dict(),
+            "inference_histogram": LatencyHistogram().to_status(),
         }  # fmt: skip
     sched = loop.scheduler
     summary = loop.stats.summary_us()
@@ -500,6 +506,7 @@ def loop_metrics(loop: Optional[ControlLoop], receiver: Any = None) -> Dict[str,
         "late_actions_dropped": loop.late_actions_dropped,
         "nonfinite_outputs": loop.nonfinite_outputs,
         "miss_policy": loop.miss_policy.to_dict(),
+        "inference_histogram": loop.inference_histogram.to_status(),
     }
 
 
