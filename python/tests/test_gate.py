@@ -16,6 +16,9 @@ import yaml
 from jetpolicy.common.errors import JetpolicyError
 from jetpolicy.controller.gate import BenchRun, CommandRun, GateSettings, judge_gates
 from jetpolicy.controller.record import HostRecord
+from jetpolicy.robot.runner import loop_metrics
+from jetpolicy.robot.stats import LatencyHistogram
+from jetpolicy.robot.window import window_result
 
 REPO = Path(__file__).resolve().parents[2]
 FILTER_PLUGIN = REPO / "roles" / "policy_gate" / "filter_plugins" / "jetpolicy_gate.py"
@@ -371,6 +374,49 @@ def test_budget_is_the_fraction_of_the_period() -> None:
 def test_command_run_from_registered(registered: Optional[Dict[str, Any]], ran: bool) -> None:
     """A registered result that was skipped (or never registered) counts as not run."""
     assert CommandRun.from_registered(registered).ran is ran
+
+
+def live_window(p99_samples_us: float, misses: int) -> Dict[str, Any]:
+    """`jetpolicy window` JSON from two status snapshots of one runner: 1000 ticks between them,
+    980 inferences of 120 us and 20 of `p99_samples_us` (the p99 bucket), `misses` late ticks."""
+    hist = LatencyHistogram()
+    for _ in range(50):
+        hist.add(9_000_000)  # start-up before the window: not judged
+    loaded = {"release": "3f2a9c1d0b7e4a55", "runtime": "/v", "config": None}
+    base = {**loop_metrics(None), "schema_version": 1, "state": "running", "pid": 4242, "rate_hz": 1000.0,
+            "backend": "onnxruntime", "loaded": loaded}  # fmt: skip
+    first = {**base, "ticks": 50, "updated_at": 1_700_000_000.0, "inference_histogram": hist.to_status()}
+    for value_us, times in ((120.0, 980), (p99_samples_us, 20)):
+        for _ in range(times):
+            hist.add(int(value_us * 1000))
+    second = {**base, "ticks": 1050, "deadline_misses": misses, "updated_at": 1_700_000_001.0,
+              "inference_histogram": hist.to_status()}  # fmt: skip
+    return {**window_result(first, second, 1.0), "conditions": {"samples": 5, "cpu_percent": None,
+            "runner_pid": 4242, "runner_rss_mb": None, "thermal_c": None}}  # fmt: skip
+
+
+def test_the_gate_judges_the_live_window_json() -> None:
+    """policy_bench with source live puts `jetpolicy window`'s JSON under the same fact: the judge
+    reads its p99 (a bucket's upper edge) and miss rate as a bench's, and the record keeps it."""
+    passing = live_window(400.0, misses=5)
+    assert passing["source"] == "live runner" and passing["ticks"] == 1000
+    verdict = judge_gates(health(), BenchRun.from_registered({"ansible_facts": {"policy_bench": passing}}),
+                          parity(), SETTINGS)  # fmt: skip
+    assert verdict.passed and verdict.gates.timing is not None
+    assert verdict.gates.timing.latency_p99_us == passing["inference_us"]["p99"]
+    assert 400.0 <= passing["inference_us"]["p99"] <= 420.1
+    assert verdict.gates.timing.deadline_miss_rate == 0.005
+    data = verdict.to_json("sim-orin-1")
+    assert data["gates"]["timing"]["bench"]["backend"] == "onnxruntime"  # what the report shows
+    gates = json.loads(json.dumps(data, allow_nan=False))["gates"]
+    record = HostRecord.from_json({"host": "sim-orin-1", "verdict": "promoted", "gates": gates}, "test")
+    assert record.gates.to_json() == data["gates"]
+    slow = live_window(800.0, misses=20)
+    failing = judge_gates(health(), BenchRun(facts=slow), parity(), SETTINGS)
+    assert failing.failures == [
+        f"timing: in-loop latency p99 {slow['inference_us']['p99']:.1f} us > budget 500.0 us "
+        "(0.5 of the 1000 Hz period), deadline-miss rate 0.02 > 0.01 allowed"
+    ]
 
 
 def test_bench_run_from_registered() -> None:

@@ -119,9 +119,9 @@ def test_windowed_percentiles_from_two_histograms() -> None:
     delta = {i: after[i] - before.get(i, 0) for i in after if after[i] - before.get(i, 0)}
     assert sum(delta.values()) == 100
     result = histogram_percentiles_us(delta, 1.0, 1.05, 333, (50, 90, 99))
-    edge = {v: 1.05 ** math.ceil(math.log(v) / math.log(1.05)) for v in (100.0, 200.0, 1000.0)}
-    assert result == {"p50": math.ceil(edge[100.0] * 10) / 10, "p90": math.ceil(edge[100.0] * 10) / 10,
-                      "p99": math.ceil(edge[200.0] * 10) / 10, "max": math.ceil(edge[1000.0] * 10) / 10}  # fmt: skip
+    # A sample's bucket closes at 1.05**ceil(log_1.05(v)); shown rounded up to 0.1 us.
+    shown = {v: math.ceil(1.05 ** math.ceil(math.log(v, 1.05)) * 10) / 10 for v in (100.0, 200.0, 1000.0)}
+    assert result == {"p50": shown[100.0], "p90": shown[100.0], "p99": shown[200.0], "max": shown[1000.0]}
     assert result == {"p50": 103.1, "p90": 103.1, "p99": 204.1, "max": 1020.7}
     for name, true_value in (("p50", 100.0), ("p99", 200.0), ("max", 1000.0)):
         assert true_value <= result[name] <= true_value * 1.05 + 0.1

@@ -25,6 +25,7 @@ CONTROLLER_PACKAGE = "jetpolicy.controller"
 COMMANDS: Tuple[Tuple[str, str], ...] = (
     ("robot", "jetpolicy.robot.runner"),
     ("robot", "jetpolicy.robot.bench"),
+    ("robot", "jetpolicy.robot.window"),
     ("robot", "jetpolicy.robot.parity"),
     ("robot", "jetpolicy.robot.releases"),
     ("robot", "jetpolicy.robot.health"),
