@@ -1,6 +1,7 @@
 # Copyright: (c) 2026, jetpolicy contributors
 # Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
-"""Logic of the ``policy_bench`` module: the bench command and its JSON (docs/architecture.md).
+"""Logic of the ``policy_bench`` module: the window and bench commands and their JSON
+(docs/architecture.md).
 
 Runs on the robot's Python 3.8+.
 """
@@ -11,11 +12,27 @@ import json
 import os
 from typing import Any
 
-__all__ = ["BENCH_KEYS", "bench_command", "fact_content", "parse_bench_output", "release_id"]
+__all__ = [
+    "BENCH_KEYS",
+    "SOURCES",
+    "WINDOW_KEYS",
+    "bench_command",
+    "fact_content",
+    "parse_bench_output",
+    "parse_main_pid",
+    "release_id",
+    "window_command",
+]
 
+# live: the running service's own statistics over a window (`jetpolicy window`); bench: a second
+# process running the policy in its own loop (`jetpolicy bench`).
+SOURCES = ("live", "bench")
 # Keys `jetpolicy bench` prints (docs/architecture.md, "CLI").
 BENCH_KEYS = ("backend", "rate_hz", "ticks", "inference_us", "period_error_us", "drift_pct",
               "deadline_miss_rate", "overruns")
+# Keys `jetpolicy window` prints: where the gate and the report read them, the same as bench's.
+WINDOW_KEYS = ("source", "backend", "rate_hz", "ticks", "inference_us", "deadline_miss_rate",
+               "overruns", "pid", "release", "window_s")
 
 
 def bench_command(
@@ -37,8 +54,32 @@ def bench_command(
     return cmd
 
 
-def parse_bench_output(stdout: str) -> dict[str, Any]:
-    """The bench JSON object; raises ValueError naming what is wrong.
+def window_command(
+    jetpolicy: str,
+    status_file: str,
+    duration_s: float,
+    pid: int | None = None,
+    release: str | None = None,
+) -> list[str]:
+    cmd = [jetpolicy, "window", "--status", status_file, "--duration", f"{duration_s:g}"]
+    if pid is not None:
+        cmd += ["--pid", str(pid)]
+    if release:
+        cmd += ["--release", release]
+    return cmd
+
+
+def parse_main_pid(stdout: str) -> int:
+    """``systemctl show --property=MainPID --value UNIT`` -> the pid; ValueError when it is not a
+    number. 0 means the unit has no running main process."""
+    text = stdout.strip()
+    if not text.isdigit():
+        raise ValueError("MainPID {!r} is not a number".format(text))
+    return int(text)
+
+
+def parse_bench_output(stdout: str, required: tuple[str, ...] = BENCH_KEYS) -> dict[str, Any]:
+    """The bench (or window) JSON object; raises ValueError naming what is wrong.
 
     Progress goes to stderr, so stdout should be one JSON object; to be tolerant of a stray
     line, the last line that parses as an object is used."""
@@ -51,9 +92,9 @@ def parse_bench_output(stdout: str) -> dict[str, Any]:
         except ValueError:
             continue
         if isinstance(data, dict):
-            missing = [key for key in BENCH_KEYS if key not in data]
+            missing = [key for key in required if key not in data]
             if missing:
-                raise ValueError("bench JSON lacks {}".format(", ".join(missing)))
+                raise ValueError("JSON lacks {}".format(", ".join(missing)))
             return data
     raise ValueError("no JSON object on stdout")
 

@@ -1,10 +1,11 @@
-"""policy_bench with a fake jetpolicy executable."""
+"""policy_bench with a fake jetpolicy executable (and a fake systemctl for the live window)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from moduletest import load_module, write_executable
 
 policy_bench = load_module("policy_bench")
@@ -37,7 +38,8 @@ def test_bench_returns_fact_and_writes_file(run_module, tmp_path: Path) -> None:
     """The bench JSON becomes ansible_facts.policy_bench and the .fact file; changed stays false."""
     venv = fake_venv(tmp_path, json.dumps(BENCH) + "\n")
     fact = tmp_path / "facts.d/jetpolicy_bench.fact"
-    args = {"release_dir": str(release(tmp_path)), "venv": str(venv), "rate_hz": 100, "duration_s": 5,
+    args = {"source": "bench", "release_dir": str(release(tmp_path)), "venv": str(venv), "rate_hz": 100,
+            "duration_s": 5,
                 "backend": "onnxruntime", "fact_path": str(fact)}
     result = run_module(policy_bench, args)
     assert "failed" not in result, result
@@ -54,7 +56,8 @@ def test_bench_returns_fact_and_writes_file(run_module, tmp_path: Path) -> None:
 def test_engine_flag_passed(run_module, tmp_path: Path) -> None:
     """--engine is passed for the tensorrt backend."""
     venv = fake_venv(tmp_path, json.dumps(BENCH))
-    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv), "backend": "tensorrt",
+    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)), "venv": str(venv),
+                                       "backend": "tensorrt",
                                            "engine": "/opt/jetpolicy/engines/k.engine", "save_fact": False})
     assert result["cmd"][-2:] == ["--engine", "/opt/jetpolicy/engines/k.engine"]
     assert result["fact_written"] is False
@@ -63,8 +66,8 @@ def test_engine_flag_passed(run_module, tmp_path: Path) -> None:
 def test_check_mode_skips(run_module, tmp_path: Path) -> None:
     """Check mode does not run the benchmark and reports a skip reason."""
     venv = fake_venv(tmp_path, json.dumps(BENCH))
-    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv),
-                                           "fact_path": str(tmp_path / "f.fact")}, check_mode=True)
+    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)),
+                                       "venv": str(venv), "fact_path": str(tmp_path / "f.fact")}, check_mode=True)
     assert result["skipped"] is True and "check mode" in result["msg"]
     assert not (tmp_path / "bench-args.json").exists() and not (tmp_path / "f.fact").exists()
 
@@ -72,8 +75,8 @@ def test_check_mode_skips(run_module, tmp_path: Path) -> None:
 def test_bench_failure_reports_rc_and_stderr(run_module, tmp_path: Path) -> None:
     """A failing bench names the release, rc and the stderr tail."""
     venv = fake_venv(tmp_path, "", rc=2, stderr="error: engine /x does not match this TensorRT")
-    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv),
-                                           "fact_path": str(tmp_path / "f.fact")})
+    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)),
+                                       "venv": str(venv), "fact_path": str(tmp_path / "f.fact")})
     assert result["failed"] is True and result["rc"] == 2
     assert "rc=2" in result["msg"] and "does not match" in result["msg"]
     assert result["stderr_tail"] == ["error: engine /x does not match this TensorRT"]
@@ -82,12 +85,116 @@ def test_bench_failure_reports_rc_and_stderr(run_module, tmp_path: Path) -> None
 def test_bad_json_fails(run_module, tmp_path: Path) -> None:
     """Output without the documented keys is a failure, not a fact."""
     venv = fake_venv(tmp_path, '{"backend": "auto"}')
-    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv),
-                                           "fact_path": str(tmp_path / "f.fact")})
+    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)),
+                                       "venv": str(venv), "fact_path": str(tmp_path / "f.fact")})
     assert result["failed"] is True and "lacks" in result["msg"]
 
 
 def test_missing_executable_fails(run_module, tmp_path: Path) -> None:
     """A missing runtime is named."""
-    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(tmp_path / "none")})
+    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)),
+                                       "venv": str(tmp_path / "none")})
     assert result["failed"] is True and "jetpolicy executable" in result["msg"]
+
+
+WINDOW = {"source": "live runner", "backend": "onnxruntime", "rate_hz": 100.0, "ticks": 500, "pid": 4242,
+          "release": "3f2a9c1d0b7e4a55", "window_s": 5.0, "updated_at": {"start": 1.0, "end": 6.0},
+          "inference_us": {"p50": 185.1, "p90": 185.1, "p99": 404.0, "max": 404.0},
+          "deadline_miss_rate": 0.0, "overruns": 0, "conditions": {"samples": 21, "cpu_percent": None,
+          "runner_pid": 4242, "runner_rss_mb": None, "thermal_c": None}}  # fmt: skip
+
+
+@pytest.fixture
+def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake systemctl first on PATH: prints `main_pid` for `show --property=MainPID`, records its argv."""
+
+    def install(main_pid: str = "4242", rc: int = 0) -> Path:
+        bin_dir = tmp_path / "fakebin"
+        bin_dir.mkdir(exist_ok=True)
+        args_file = tmp_path / "systemctl-args.json"
+        write_executable(bin_dir / "systemctl", (
+            "#!/usr/bin/env python3\nimport json, sys\n"
+            f"json.dump(sys.argv[1:], open({str(args_file)!r}, 'w'))\n"
+            f"sys.stdout.write({main_pid + chr(10)!r})\nsys.exit({rc:d})\n"))
+        monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+        return args_file
+
+    return install
+
+
+def test_live_source_measures_the_running_service(run_module, tmp_path: Path, systemctl) -> None:
+    """source=live (the default) reads the unit's MainPID and runs `jetpolicy window` with it and
+    the release; the window JSON becomes the same fact the judge reads."""
+    systemctl_args = systemctl("4242")
+    venv = fake_venv(tmp_path, json.dumps(WINDOW) + "\n")
+    fact = tmp_path / "facts.d/jetpolicy_bench.fact"
+    result = run_module(policy_bench, {"release_id": "3f2a9c1d0b7e4a55", "venv": str(venv), "duration_s": 5,
+                                       "status_file": "/run/jetpolicy/status.json", "fact_path": str(fact),
+                                       "rate_hz": 100, "backend": "tensorrt"})  # fmt: skip
+    assert "failed" not in result, result
+    assert json.loads(systemctl_args.read_text()) == ["show", "--property=MainPID", "--value", "jetpolicy-runner"]
+    argv = json.loads((tmp_path / "bench-args.json").read_text())
+    # rate_hz and backend are the bench's: the window measures what the service runs.
+    assert argv == ["window", "--status", "/run/jetpolicy/status.json", "--duration", "5", "--pid", "4242",
+                    "--release", "3f2a9c1d0b7e4a55"]  # fmt: skip
+    assert result["cmd"][1:] == argv and result["main_pid"] == 4242 and result["changed"] is False
+    facts = result["ansible_facts"]["policy_bench"]
+    assert facts["source"] == "live runner" and facts["inference_us"]["p99"] == 404.0
+    assert facts["release_id"] == "3f2a9c1d0b7e4a55" and facts["measured_at"].endswith("Z")
+    assert json.loads(fact.read_text()) == facts
+
+
+def test_live_source_takes_the_release_from_release_dir(run_module, tmp_path: Path, systemctl) -> None:
+    """Without release_id the runner must have loaded the release release_dir points to."""
+    systemctl("4242")
+    venv = fake_venv(tmp_path, json.dumps(WINDOW))
+    result = run_module(policy_bench, {"release_dir": str(release(tmp_path)), "venv": str(venv),
+                                       "service": "other-runner", "status_file": "/tmp/s.json", "save_fact": False})
+    assert result["cmd"][1:] == ["window", "--status", "/tmp/s.json", "--duration", "10", "--pid", "4242",
+                                 "--release", "3f2a9c1d0b7e4a55"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("main_pid", "rc", "message"), [
+    ("0", 0, "jetpolicy-runner has no running main process (MainPID 0)"),
+    ("", 0, "systemctl show jetpolicy-runner: MainPID '' is not a number"),
+    ("", 1, "systemctl show jetpolicy-runner failed (rc=1)"),
+])  # fmt: skip
+def test_live_source_without_a_main_process_fails(
+    run_module, tmp_path: Path, systemctl, main_pid: str, rc: int, message: str
+) -> None:
+    """No main process, no window: the cause is the unit's, and the window never runs."""
+    systemctl(main_pid, rc)
+    venv = fake_venv(tmp_path, json.dumps(WINDOW))
+    result = run_module(policy_bench, {"venv": str(venv), "save_fact": False})
+    assert result["failed"] is True and message in result["msg"]
+    assert not (tmp_path / "bench-args.json").exists()
+
+
+def test_live_window_refusal_is_the_failure_message(run_module, tmp_path: Path, systemctl) -> None:
+    """`jetpolicy window` refusing (exit 2) fails the task with its stderr line."""
+    systemctl("4242")
+    stderr = "jetpolicy window: the runner restarted within the window (pid 4242 -> 4243); fix: measure again"
+    venv = fake_venv(tmp_path, "", rc=2, stderr=stderr)
+    result = run_module(policy_bench, {"venv": str(venv), "save_fact": False, "release_id": "x"})
+    assert result["failed"] is True and result["rc"] == 2
+    assert result["msg"] == f"jetpolicy window of jetpolicy-runner failed (rc=2): {stderr}"
+
+
+def test_live_window_json_must_be_a_window(run_module, tmp_path: Path, systemctl) -> None:
+    systemctl("4242")
+    venv = fake_venv(tmp_path, json.dumps(BENCH))
+    result = run_module(policy_bench, {"venv": str(venv), "save_fact": False})
+    assert result["failed"] is True and "lacks source, pid, release, window_s" in result["msg"]
+
+
+def test_live_check_mode_runs_nothing(run_module, tmp_path: Path, systemctl) -> None:
+    systemctl_args = systemctl("4242")
+    venv = fake_venv(tmp_path, json.dumps(WINDOW))
+    result = run_module(policy_bench, {"venv": str(venv)}, check_mode=True)
+    assert result["skipped"] is True and result["cmd"][1] == "window" and "--pid" not in result["cmd"]
+    assert not systemctl_args.exists() and not (tmp_path / "bench-args.json").exists()
+
+
+def test_bench_source_needs_release_dir(run_module, tmp_path: Path) -> None:
+    result = run_module(policy_bench, {"source": "bench", "venv": str(tmp_path)})
+    assert result["failed"] is True and "release_dir" in result["msg"]
