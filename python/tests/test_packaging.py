@@ -82,8 +82,8 @@ def test_robot_wheel_has_only_the_robot_side_and_its_cli_runs(tmp_path: Path) ->
     # goes on the next line, indented further).
     listed = {line.split()[0] for line in usage.splitlines() if line.startswith("    ") and line[4:5].strip()}
     assert listed == {
-        "run", "bench", "window", "parity", "release", "health", "status", "safe-action", "hold", "release-hold",
-        "busy",
+        "run", "bench", "window", "parity", "release", "health", "status", "safe-action", "hold",
+        "release-hold", "busy",
     }
 
 
