@@ -12,7 +12,7 @@ import yaml
 
 from jetpolicy.cli import main
 from jetpolicy.common.errors import JetpolicyError
-from jetpolicy.controller.record import HostRecord, RecordError, Rollback, load_host_record
+from jetpolicy.controller.record import HostRecord, PlatformInfo, RecordError, Rollback, load_host_record
 from jetpolicy.controller.report import read_summary, render_report
 
 TARGET = "8620dd26fec5b69b"
@@ -183,21 +183,35 @@ def _task_vars(path: Path, name: str) -> Dict[str, Any]:
     raise AssertionError(f"{path} sets no {name}")
 
 
-def _record_expression_keys(path: Path, name: str) -> List[str]:
+def _record_expression_keys(path: Path, name: str, inside: Optional[str] = None) -> List[str]:
     """The keys of the one dict expression a task builds under `name` (record.yml builds the record
-    in one Jinja expression so its values keep their types)."""
+    in one Jinja expression so its values keep their types): the top level's, or those of the dict
+    under key `inside` (one key per line, nested dicts indented further)."""
     for task in yaml.safe_load(path.read_text(encoding="utf-8")):
         expression = (task.get("vars") or {}).get(name)
         if isinstance(expression, str):
-            return re.findall(r"^\s*'(\w+)':", expression, flags=re.MULTILINE)
+            keys = [(len(m.group(1)), m.group(2), m.start()) for m in
+                    re.finditer(r"^( *)'(\w+)':", expression, flags=re.MULTILINE)]  # fmt: skip
+            if inside is not None:
+                start, depth = next((at, indent) for indent, key, at in keys if key == inside)
+                after = [(indent, key) for indent, key, at in keys if at > start]
+                nested = next(indent for indent, _ in after)
+                ends = [i for i, (indent, _) in enumerate(after) if indent <= depth] + [len(after)]
+                return [key for indent, key in after[: ends[0]] if indent == nested]
+            top = min(indent for indent, _, _ in keys)
+            return [key for indent, key, _ in keys if indent == top]
     raise AssertionError(f"{path} builds no {name}")
 
 
 def test_record_tasks_write_exactly_the_host_record_fields() -> None:
     """record.yml and HostRecord name the same fields, so the record is defined once."""
-    written = _record_expression_keys(REPO / "roles/policy_gate/tasks/record.yml", "policy_gate_record")
+    record_yml = REPO / "roles/policy_gate/tasks/record.yml"
+    written = _record_expression_keys(record_yml, "policy_gate_record")
     assert sorted(written) == sorted(HostRecord.field_names())
     assert sorted(HostRecord(host="h", verdict="staged").to_json()) == sorted(HostRecord.field_names())
+    platform_info = _record_expression_keys(record_yml, "policy_gate_record", inside="platform_info")
+    assert sorted(platform_info) == sorted(PlatformInfo.KEYS)
+    assert sorted(PlatformInfo().to_json()) == sorted(PlatformInfo.KEYS)
 
 
 def test_rollback_records_fit_the_rollback_type() -> None:
@@ -420,3 +434,119 @@ def test_rollout_exit_code_tells_deferred_from_failed_and_done(tmp_path: Path) -
     assert code == DEFERRED_EXIT == 3
     assert reason.startswith("deferred, nothing failed:") and "sim-orin-2" in reason
     assert judge(2, failed)[0] == 1
+
+
+# ---- Platform and measurement conditions (issue 13) ---------------------------------------------
+
+ENGINE_SHA = "1a2b3c4d" + "e" * 56
+JETSON_INFO = {
+    "jetpack": "6.1", "l4t": "36.4.0", "tensorrt": "10.3.0", "power_mode": "MAXN", "power_mode_id": 0,
+    "engine_sha256": ENGINE_SHA, "engine_precision": "fp16", "builder_precision": "FP32+FP16",
+}  # fmt: skip
+# What record.yml writes on an x86 sim robot: no JetPack, nvpmodel or engine there.
+X86_INFO = {key: None for key in JETSON_INFO}
+
+
+def test_platform_info_round_trips_and_an_older_record_still_reads(tmp_path: Path) -> None:
+    """platform_info is read into PlatformInfo and written back unchanged; a record from before it
+    (no platform_info) reads with None, and its report.json entry says null."""
+    rec = record("orin-7", platform_info=JETSON_INFO)
+    loaded = HostRecord.from_json(rec, "orin-7.json")
+    assert loaded.platform_info == PlatformInfo(**JETSON_INFO)
+    assert loaded.to_json()["platform_info"] == JETSON_INFO
+    assert HostRecord.from_json(loaded.to_json(), "again") == loaded
+    old = record("orin-8")
+    assert "platform_info" not in old
+    assert HostRecord.from_json(old, "orin-8.json").platform_info is None
+    summary = render_report(write(tmp_path / "run", rec, old))
+    assert summary.ok and summary.problems == []
+    hosts = {h["host"]: h for h in json.loads(summary.paths["json"].read_text(encoding="utf-8"))["hosts"]}
+    assert hosts["orin-7"]["platform_info"] == JETSON_INFO
+    assert hosts["orin-8"]["platform_info"] is None
+    assert read_summary(tmp_path / "run").hosts == {"orin-7": "promoted", "orin-8": "promoted"}
+
+
+def test_empty_platform_facts_read_as_unknown() -> None:
+    """The role writes "" where a fact is empty (no engine built in check mode): read as None."""
+    loaded = HostRecord.from_json(record("h", platform_info={"engine_sha256": "", "jetpack": ""}), "h.json")
+    assert loaded.platform_info == PlatformInfo()
+
+
+def _md_lines(report_dir: Path) -> List[str]:
+    return render_report(report_dir).markdown.read_text(encoding="utf-8").splitlines()
+
+
+def test_fleet_row_and_host_section_show_the_platform_and_dash_where_unknown(tmp_path: Path) -> None:
+    """The Fleet table's platform cell names JetPack, TensorRT, power mode and the engine's first
+    8 hex digits (— where unknown); the host section lists every platform_info field, the engine in
+    full. A record without platform_info keeps the plain cell."""
+    jetson = record("orin-7", is_l4t=True, platform_info=JETSON_INFO)
+    x86 = record("sim-x86-1", platform="x86_64", platform_info=X86_INFO)
+    old = record("orin-8")
+    lines = _md_lines(write(tmp_path / "run", jetson, x86, old))
+    row = next(line for line in lines if line.startswith("| orin-7 |"))
+    assert "| orin (L4T) · JetPack 6.1 · TRT 10.3.0 · power MAXN · engine 1a2b3c4d |" in row
+    assert ENGINE_SHA not in row
+    x86_row = next(line for line in lines if line.startswith("| sim-x86-1 |"))
+    assert "| x86_64 · JetPack — · TRT — · power — · engine — |" in x86_row
+    assert "| orin | " in next(line for line in lines if line.startswith("| orin-8 |"))
+    section = lines[lines.index("### orin-7") : lines.index("### orin-8")]
+    for name, value in [("JetPack", "6.1"), ("L4T", "36.4.0"), ("TensorRT", "10.3.0"), ("power mode", "MAXN"),
+                        ("power mode id", "0"), ("engine sha256", ENGINE_SHA),
+                        ("engine precision (asked)", "fp16"), ("builder precision (trtexec)", "FP32+FP16")]:
+        assert f"| {name} | {value} |" in section, name
+    x86_section = lines[lines.index("### sim-x86-1") :]
+    assert "| engine sha256 | — |" in x86_section and "| power mode | — |" in x86_section  # fmt: skip
+
+
+def test_a_replay_double_row_keeps_its_mark_with_the_platform(tmp_path: Path) -> None:
+    """The platform details never hide that a host's NVIDIA tools are replay doubles."""
+    sim = record(
+        "sim-jetson-1", platform="jetson", is_l4t=True, simulated="replay", platform_info=JETSON_INFO
+    )
+    lines = _md_lines(write(tmp_path / "run", sim))
+    row = next(line for line in lines if line.startswith("| sim-jetson-1 |"))
+    assert "jetson (L4T) · JetPack 6.1 · TRT 10.3.0 · power MAXN · engine 1a2b3c4d (simulated: replay)" in row
+
+
+@pytest.mark.parametrize(
+    ("platform_info", "field_name", "problem"),
+    [
+        ({**JETSON_INFO, "engine_sha256": "1a2b3c4d"}, "platform_info.engine_sha256", "64 lower-case hex"),
+        ({**JETSON_INFO, "engine_sha256": ENGINE_SHA.upper()}, "platform_info.engine_sha256", "hex digits"),
+        ({**JETSON_INFO, "tensorrt": 10.3}, "platform_info.tensorrt", "a string or null"),
+        ({**JETSON_INFO, "power_mode_id": "0"}, "platform_info.power_mode_id", "an integer or null"),
+        ({**JETSON_INFO, "power_mode_id": True}, "platform_info.power_mode_id", "an integer or null"),
+        ({**JETSON_INFO, "gpu_clock": "max"}, "platform_info.gpu_clock", "unknown field"),
+        ("orin", "platform_info", "JSON object"),
+    ],
+)
+def test_off_schema_platform_info_fails_its_host_naming_the_field(
+    tmp_path: Path, platform_info: Any, field_name: str, problem: str
+) -> None:
+    """A platform_info value off the contract makes its host failed, naming the file and the field."""
+    bad = record("orin-7", platform_info=platform_info)
+    summary = render_report(write(tmp_path / "run", bad))
+    assert summary.hosts == {"orin-7": "failed"}
+    path = tmp_path / "run" / "hosts" / "orin-7.json"
+    assert summary.reason.startswith(f"orin-7 failed: {path}: field '{field_name}': "), summary.reason
+    assert problem in summary.reason
+
+
+def test_timing_conditions_are_shown_key_by_key_and_kept_in_report_json(tmp_path: Path) -> None:
+    """Whatever keys the bench's `conditions` has (their names are not final), the host section
+    shows each with its value, nested ones dotted; report.json keeps the object as it came."""
+    conditions = {"cpu_util_pct": 37.5, "runner_rss_mb": 212, "thermal_c": {"min": 41.0, "max": 52.5},
+                  "zones": ["cpu", "gpu"], "note": None}  # fmt: skip
+    rec = record("orin-7")
+    rec["gates"]["timing"]["bench"]["conditions"] = conditions
+    summary = render_report(write(tmp_path / "run", rec, record("orin-8")))
+    lines = summary.markdown.read_text(encoding="utf-8").splitlines()
+    section = lines[lines.index("### orin-7") : lines.index("### orin-8")]
+    for key, value in [("cpu_util_pct", "37.5"), ("runner_rss_mb", "212"), ("thermal_c.min", "41.0"),
+                       ("thermal_c.max", "52.5"), ("zones", '["cpu", "gpu"]'), ("note", "—")]:
+        assert f"| timing conditions: {key} | {value} |" in section, key
+    other = lines[lines.index("### orin-8") :]
+    assert other and not [line for line in other if "timing conditions" in line]
+    entry = json.loads(summary.paths["json"].read_text(encoding="utf-8"))["hosts"][0]
+    assert entry["gates"]["timing"]["bench"]["conditions"] == conditions

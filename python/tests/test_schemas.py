@@ -23,7 +23,14 @@ from jetpolicy.common.manifest import (
     manifest_from_dict,
 )
 from jetpolicy.common.schema import SCHEMA_DIR, SCHEMA_NAMES, Schema, load_schema, version_problem
-from jetpolicy.controller.record import OUTCOME_VERDICTS, RECORD_VERDICTS, HostRecord, RecordError, Rollback
+from jetpolicy.controller.record import (
+    OUTCOME_VERDICTS,
+    RECORD_VERDICTS,
+    HostRecord,
+    PlatformInfo,
+    RecordError,
+    Rollback,
+)
 from jetpolicy.controller.report import read_summary
 from jetpolicy.robot import config as runner_config
 from jetpolicy.robot import releases
@@ -105,6 +112,7 @@ def test_schemas_and_code_name_the_same_fields_and_choices() -> None:
     assert _props("host-record") == sorted(HostRecord.field_names())
     assert _enum("host-record", "properties", "verdict") == list(RECORD_VERDICTS)
     assert _props("host-record", "$defs", "rollback") == sorted(Rollback.KEYS)
+    assert _props("host-record", "$defs", "platformInfo") == sorted(PlatformInfo.KEYS)
     entry = _documents()["rollout-report"]["$defs"]["hostEntry"]
     assert entry["properties"]["verdict"]["enum"] == list(OUTCOME_VERDICTS)
     assert sorted(entry["properties"]) == sorted({*HostRecord.field_names(), "why", "stats"})
@@ -181,7 +189,10 @@ def _record() -> Dict[str, Any]:
                    "timing": {"status": "failed", "reasons": ["slow"], "latency_p99_us": 900,
                               "bench": {"a": 1}},
                    "parity": {"status": "skipped", "cases": 32, "finite": True}},
-         "rollback": {"performed": True, "reason": "slow", "from": "b", "to": "a", "health_after": {}}},
+         "rollback": {"performed": True, "reason": "slow", "from": "b", "to": "a", "health_after": {}},
+         "platform_info": {"jetpack": "6.1", "l4t": "36.4.0", "tensorrt": "10.3.0", "power_mode": "MAXN",
+                           "power_mode_id": 0, "engine_sha256": "c" * 64, "engine_precision": "fp16",
+                           "builder_precision": None}},
         "jetson-1.json",
     )  # fmt: skip
     return record.to_json()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
@@ -34,6 +35,7 @@ __all__ = [
     "HealthGate",
     "HostRecord",
     "ParityGate",
+    "PlatformInfo",
     "RecordError",
     "Rollback",
     "TimingGate",
@@ -416,6 +418,71 @@ class Rollback:
         )
 
 
+# ---- Platform ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlatformInfo:
+    """What the host ran the release on (`platform_info`): jetson_facts' JetPack, L4T, TensorRT and
+    nvpmodel power mode, and the engine tensorrt_engine built or reused for `target_release`.
+
+    Each is None where it is unknown: on a host that is not L4T (the x86 sim robots) nearly all of
+    it, as there is no JetPack, nvpmodel or engine there; on a host whose NVIDIA tools are replay
+    doubles (the record's `simulated`) the values are those of the recording, not of a Jetson.
+    """
+
+    jetpack: Optional[str] = None
+    l4t: Optional[str] = None
+    tensorrt: Optional[str] = None
+    # `nvpmodel -q`: the mode's name (e.g. MAXN) and its number.
+    power_mode: Optional[str] = None
+    power_mode_id: Optional[int] = None
+    # sha256 of the engine file (tensorrt_engine's stat on the robot), 64 lower-case hex digits.
+    engine_sha256: Optional[str] = None
+    # The precision asked of the builder (fp16, int8, best, ...) and the one trtexec printed.
+    engine_precision: Optional[str] = None
+    builder_precision: Optional[str] = None
+
+    KEYS = (
+        "jetpack", "l4t", "tensorrt", "power_mode", "power_mode_id", "engine_sha256", "engine_precision",
+        "builder_precision",
+    )  # fmt: skip
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "jetpack": self.jetpack,
+            "l4t": self.l4t,
+            "tensorrt": self.tensorrt,
+            "power_mode": self.power_mode,
+            "power_mode_id": self.power_mode_id,
+            "engine_sha256": self.engine_sha256,
+            "engine_precision": self.engine_precision,
+            "builder_precision": self.builder_precision,
+        }
+
+    @classmethod
+    def from_json(cls, reader: _Reader) -> PlatformInfo:
+        reader.only(cls.KEYS)
+        engine_sha256 = reader.text("engine_sha256") or None
+        if engine_sha256 is not None and not _SHA256.match(engine_sha256):
+            problem = f"expected 64 lower-case hex digits, got {engine_sha256!r}"
+            raise reader.fail("engine_sha256", problem[:200])
+        # The role writes "" where a fact is empty; the report shows both as unknown.
+        return cls(
+            jetpack=reader.text("jetpack") or None,
+            l4t=reader.text("l4t") or None,
+            tensorrt=reader.text("tensorrt") or None,
+            power_mode=reader.text("power_mode") or None,
+            power_mode_id=reader.count("power_mode_id"),
+            engine_sha256=engine_sha256,
+            engine_precision=reader.text("engine_precision") or None,
+            builder_precision=reader.text("builder_precision") or None,
+        )
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 # ---- The record ----------------------------------------------------------------------------------
 
 
@@ -434,6 +501,8 @@ class HostRecord:
     release_before: Optional[str] = None
     release_after: Optional[str] = None
     backend: Optional[str] = None
+    # Absent in records from before it was written, and for a host never staged: None.
+    platform_info: Optional[PlatformInfo] = None
     gates: Gates = field(default_factory=Gates)
     rollback: Optional[Rollback] = None
     message: str = ""
@@ -455,6 +524,7 @@ class HostRecord:
             "release_before": self.release_before,
             "release_after": self.release_after,
             "backend": self.backend,
+            "platform_info": None if self.platform_info is None else self.platform_info.to_json(),
             "verdict": self.verdict,
             "gates": self.gates.to_json(),
             "rollback": None if self.rollback is None else self.rollback.to_json(),
@@ -483,6 +553,7 @@ class HostRecord:
             raise reader.fail("verdict", f"expected one of {', '.join(RECORD_VERDICTS)}, got {verdict!r}")
         gates = reader.child("gates")
         rollback = reader.child("rollback")
+        platform_info = reader.child("platform_info")
         return cls(
             host=host,
             verdict=verdict,
@@ -494,6 +565,7 @@ class HostRecord:
             release_before=reader.text("release_before") or None,
             release_after=reader.text("release_after") or None,
             backend=reader.text("backend"),
+            platform_info=PlatformInfo.from_json(platform_info) if platform_info else None,
             gates=Gates.from_json(gates) if gates else Gates(),
             rollback=Rollback.from_json(rollback) if rollback else None,
             message=reader.text("message", "") or "",

@@ -26,6 +26,7 @@ from jetpolicy.controller.record import (
     HealthGate,
     HostRecord,
     ParityGate,
+    PlatformInfo,
     RecordError,
     TimingGate,
     load_host_record,
@@ -282,11 +283,63 @@ def _rollback_cell(record: Optional[HostRecord]) -> str:
     return f"to {_short(rollback.to)}{health}: {rollback.reason or 'no reason recorded'}"
 
 
-def _platform_cell(record: Optional[HostRecord]) -> Optional[str]:
+def _platform_cell(record: Optional[HostRecord], details: bool = False) -> Optional[str]:
+    """`orin (L4T)`, with `details` its JetPack, TensorRT, power mode and engine (— where unknown;
+    none for a record from before platform_info was written), then a replay double's mark."""
     if record is None:
         return None
     cell = f"{record.platform or NO_MARK}" + (" (L4T)" if record.is_l4t else "")
+    info = record.platform_info
+    if details and info is not None:
+        engine = info.engine_sha256[:ENGINE_SHORT] if info.engine_sha256 else None
+        parts = [
+            ("JetPack", info.jetpack), ("TRT", info.tensorrt), ("power", info.power_mode), ("engine", engine),
+        ]  # fmt: skip
+        cell += "".join(f" · {label} {value or NO_MARK}" for label, value in parts)
     return cell + (f" (simulated: {record.simulated})" if record.simulated else "")
+
+
+# Hex digits of the engine's sha256 in the fleet table (the host section has all 64).
+ENGINE_SHORT = 8
+PLATFORM_INFO_ROWS = (
+    ("JetPack", "jetpack"),
+    ("L4T", "l4t"),
+    ("TensorRT", "tensorrt"),
+    ("power mode", "power_mode"),
+    ("power mode id", "power_mode_id"),
+    ("engine sha256", "engine_sha256"),
+    ("engine precision (asked)", "engine_precision"),
+    ("builder precision (trtexec)", "builder_precision"),
+)
+
+
+def _platform_info_rows(record: HostRecord) -> List[Tuple[str, str]]:
+    info = (record.platform_info or PlatformInfo()).to_json()
+    return [(label, NO_MARK if info[key] is None else str(info[key])) for label, key in PLATFORM_INFO_ROWS]
+
+
+def _flatten(value: Any, prefix: str) -> List[Tuple[str, str]]:
+    """(dotted key, value) for every leaf of a JSON object; other values as JSON text."""
+    if isinstance(value, dict) and value:
+        return [row for key, item in value.items() for row in _flatten(item, f"{prefix}.{key}")]
+    if value is None:
+        return [(prefix, NO_MARK)]
+    return [(prefix, value if isinstance(value, str) else json.dumps(value))]
+
+
+def _conditions_rows(gate: Optional[TimingGate]) -> List[Tuple[str, str]]:
+    """The timing gate's measurement conditions (`bench.conditions`: load, memory, temperatures
+    over the gate window), each key with its value whatever the keys are."""
+    if gate is None or "conditions" not in gate.bench:
+        return []
+    conditions = gate.bench["conditions"]
+    if isinstance(conditions, dict) and conditions:
+        return [
+            (f"timing conditions: {key}", value)
+            for name, item in conditions.items()
+            for key, value in _flatten(item, str(name))
+        ]
+    return _flatten(conditions, "timing conditions")
 
 
 def _host_section(outcome: HostOutcome) -> List[str]:
@@ -295,11 +348,13 @@ def _host_section(outcome: HostOutcome) -> List[str]:
     rows: List[Tuple[str, str]] = [
         ("verdict", _verdict_cell(outcome.verdict)),
         ("platform", _platform_cell(record) or NO_MARK),
+        *_platform_info_rows(record),
         ("release", f"{_short(record.release_before)} → {_short(record.release_after)}"),
         ("target release", _short(record.target_release)),
         ("backend", str(record.backend or NO_MARK)),
         ("health", _health_cell(gates.health)),
         ("timing", _timing_cell(gates.timing)),
+        *_conditions_rows(gates.timing),
         ("parity", _parity_cell(gates.parity)),
         ("rollback", _rollback_cell(outcome.record)),
         ("why", outcome.why or NO_MARK),
@@ -351,7 +406,7 @@ def _markdown(
         r = o.record
         cells = [
             o.host,
-            _platform_cell(r),
+            _platform_cell(r, details=True),
             f"{_short(r.release_before)} → {_short(r.release_after)}" if r else None,
             r.backend if r else None,
             _health_cell(r.gates.health if r else None),
