@@ -38,13 +38,6 @@ def _ticking_on(robot: Robot, release: str) -> None:
     assert str(loaded["release"]).rsplit("/", 1)[-1] == release, loaded
 
 
-def _good_again(fleet: dict[str, Robot], good: Path) -> None:
-    rc, out, err, _report = rollout(good)
-    assert rc == 0, out[-3000:] + err
-    for robot in fleet.values():
-        _ticking_on(robot, release_id(good))
-
-
 def test_a_failure_in_the_last_batch_stops_and_keeps_the_earlier_batches(
     fleet: dict[str, Robot], good: Path, tmp_path: Path
 ) -> None:
@@ -111,9 +104,9 @@ def test_a_robot_on_hold_is_deferred_and_the_others_promoted(
     """An operator hold (`sudo jetpolicy hold`) on sim-orin-2: after the wait it keeps its release
     and its runner (same PID), reported deferred with the command that finishes it; the others are
     promoted; `jetpolicy rollout` exits 3. Released, the finishing run promotes it."""
-    _good_again(fleet, good)
     held = fleet["sim-orin-2"]
-    pid_before = held.main_pid()
+    release_before, pid_before = held.current(), held.main_pid()
+    assert release_before is not None
     newer = make_policy(tmp_path / "newer", "--seed", "22")
     podman_exec(held.name, ROBOT_JETPOLICY, "hold", "--reason", "arm calibration")
     try:
@@ -125,7 +118,7 @@ def test_a_robot_on_hold_is_deferred_and_the_others_promoted(
     assert report["ok"] is True and report["verdict"] == "partial"
     assert "operator hold" in report["reason"] and "arm calibration" in report["reason"]
     assert "ansible-playbook deploy.yml -l sim-orin-2" in report["reason"]
-    _ticking_on(held, release_id(good))
+    _ticking_on(held, release_before)
     assert held.main_pid() == pid_before
     rc, out, err, report = rollout(newer, "--limit", "sim-orin-2")
     assert rc == 0, out[-3000:] + err
