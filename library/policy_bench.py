@@ -13,7 +13,10 @@ module: policy_bench
 short_description: Measure the deployed policy's in-loop timing and keep it as a local fact
 version_added: "0.1.0"
 description:
-  - With O(source=live) (the default), runs C(<venv>/bin/jetpolicy window --status FILE --duration S
+  - With O(source=auto) (the default), measures live, and with bench when the live runner ran no
+    inference in the window (C(jetpolicy window) exit 4: no fresh observations, as on an idle robot
+    with a live transport); C(live_refused) then says why.
+  - With O(source=live), runs C(<venv>/bin/jetpolicy window --status FILE --duration S
     --pid PID [--release ID]), which reads the running service's own in-loop statistics between two
     of its status writes O(duration_s) apart, the PID being the unit's C(MainPID) (C(systemctl show)). Nothing else
     runs the policy, so the numbers are the service's, not a second process's competing with it. The
@@ -34,10 +37,10 @@ options:
   source:
     description:
       - C(live) measures the running service (C(jetpolicy window)); C(bench) a second process
-        (C(jetpolicy bench)).
+        (C(jetpolicy bench)); C(auto) live, else bench when the service ran no inference in the window.
     type: str
-    choices: [live, bench]
-    default: live
+    choices: [auto, live, bench]
+    default: auto
   release_dir:
     description:
       - Release directory (for example C(/opt/jetpolicy/current)); required for O(source=bench), which
@@ -173,6 +176,12 @@ main_pid:
   description: The service's C(MainPID), passed as C(--pid) (O(source=live)).
   returned: when it was read
   type: int
+live_refused:
+  description:
+    - With O(source=auto), why the live window was not used (the service ran no inference in it);
+      the result is then a bench's.
+  returned: when auto fell back to bench
+  type: str
 rc:
   description: Exit status of the window or bench command.
   returned: when it ran
@@ -191,6 +200,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.jetpolicy_bench import (
     BENCH_KEYS,
+    NO_LIVE_INPUT_RC,
     SOURCES,
     WINDOW_KEYS,
     bench_command,
@@ -247,7 +257,7 @@ def main_pid(module, service, result):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            source=dict(type="str", default="live", choices=list(SOURCES)),
+            source=dict(type="str", default="auto", choices=list(SOURCES)),
             release_dir=dict(type="path"),
             release_id=dict(type="str"),
             status_file=dict(type="path", default="/run/jetpolicy/status.json"),
@@ -265,7 +275,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    live = params["source"] == "live"
+    live = params["source"] in ("live", "auto")
     jetpolicy = params["jetpolicy_bin"] or os.path.join(params["venv"], "bin", "jetpolicy")
     expected_release = params["release_id"] or (release_id(params["release_dir"]) if params["release_dir"] else None)
     if live:
@@ -291,6 +301,19 @@ def main():
 
     rc, out, err = module.run_command(cmd, environ_update={"LC_ALL": "C"})
     stderr_tail = err.splitlines()[-20:]
+    if params["source"] == "auto" and rc == NO_LIVE_INPUT_RC:
+        # The service had nothing to infer on: measure its release with a second process instead.
+        if not params["release_dir"]:
+            module.fail_json(msg="%s ran no inference and no release_dir was given to bench instead: %s"
+                                 % (params["service"], stderr_tail[-1] if stderr_tail else "no stderr"), **result)
+        result["live_refused"] = stderr_tail[-1] if stderr_tail else "no inference in the window"
+        live = False
+        cmd = bench_command(jetpolicy, params["release_dir"], params["rate_hz"], params["duration_s"],
+                            params["backend"], params["engine"])
+        what = "jetpolicy bench for %s" % params["release_dir"]
+        result["cmd"] = cmd
+        rc, out, err = module.run_command(cmd, environ_update={"LC_ALL": "C"})
+        stderr_tail = err.splitlines()[-20:]
     result.update(rc=rc, stderr_tail=stderr_tail)
     if rc != 0:
         module.fail_json(msg="%s failed (rc=%d): %s" % (what, rc, stderr_tail[-1] if stderr_tail else "no stderr"),
@@ -300,7 +323,7 @@ def main():
     except ValueError as exc:
         module.fail_json(msg="%s printed no usable JSON: %s" % (what, exc),
                          stdout=out[-2000:], stderr=err[-4000:], **result)
-    bench.setdefault("source", params["source"])
+    bench.setdefault("source", "live runner" if live else "bench")
     # The window names the release the measured runner loaded (checked against --release).
     bench["release_id"] = bench.get("release") if live else expected_release
     bench["release_dir"] = params["release_dir"]

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "BENCH_KEYS",
+    "NO_LIVE_INPUT_RC",
     "SOURCES",
     "WINDOW_KEYS",
     "bench_command",
@@ -26,7 +27,10 @@ __all__ = [
 
 # live: the running service's own statistics over a window (`jetpolicy window`); bench: a second
 # process running the policy in its own loop (`jetpolicy bench`).
-SOURCES = ("live", "bench")
+SOURCES = ("auto", "live", "bench")
+# `jetpolicy window` exits with this when the runner ran no inference in the window (no fresh
+# observations: an idle robot with a live transport); source=auto then measures with bench.
+NO_LIVE_INPUT_RC = 4
 # Keys `jetpolicy bench` prints (docs/architecture.md, "CLI").
 BENCH_KEYS = ("backend", "rate_hz", "ticks", "inference_us", "period_error_us", "drift_pct",
               "deadline_miss_rate", "overruns")

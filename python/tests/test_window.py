@@ -15,7 +15,7 @@ from jetpolicy.cli import main
 from jetpolicy.robot.runner import loop_metrics
 from jetpolicy.robot.stats import LatencyHistogram, bucket_edges_us
 from jetpolicy.robot.status import StatusWriter
-from jetpolicy.robot.window import ConditionSampler, WindowError, measure_window
+from jetpolicy.robot.window import NO_LIVE_INPUT_EXIT, ConditionSampler, NoLiveInputError, WindowError, measure_window
 
 NOW = 1_700_000_000.0
 RELEASE = "3f2a9c1d0b7e4a55"
@@ -208,9 +208,10 @@ def test_too_few_ticks_or_inferences_are_refused(tmp_path: Path) -> None:
     with pytest.raises(WindowError, match=r"only 500 ticks fell in the 5.00 s window \(at least 1000"):
         window(tmp_path, FakeRunner(tmp_path / "status.json"), min_ticks=1000)
     stale = {i: "stale" for i in range(2, 11)}
-    with pytest.raises(WindowError, match="only 50 of the window's 500 ticks ran the policy") as info:
+    with pytest.raises(NoLiveInputError, match="only 50 of the window's 500 ticks ran the policy") as info:
         window(tmp_path, FakeRunner(tmp_path / "status.json", events=stale))
     assert "policy_gate_timing_source: bench" in info.value.fix
+    assert NO_LIVE_INPUT_EXIT == 4  # policy_bench source=auto benches on exactly this exit code
 
 
 def test_a_runtime_without_the_histogram_is_refused_before_the_wait(tmp_path: Path) -> None:

@@ -198,3 +198,30 @@ def test_live_check_mode_runs_nothing(run_module, tmp_path: Path, systemctl) -> 
 def test_bench_source_needs_release_dir(run_module, tmp_path: Path) -> None:
     result = run_module(policy_bench, {"source": "bench", "venv": str(tmp_path)})
     assert result["failed"] is True and "release_dir" in result["msg"]
+
+
+def test_auto_benches_when_the_live_runner_ran_no_inference(run_module, tmp_path: Path, systemctl) -> None:
+    """source=auto (the default): an idle robot's runner has no observations to infer on, so the
+    window refuses with its own exit code and the release is measured by bench instead, saying why."""
+    systemctl("4242")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    refusal = "jetpolicy window: only 0 of the window's 500 ticks ran the policy; fix: feed the runner"
+    write_executable(venv / "bin/jetpolicy", (
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        "if sys.argv[1] == 'window':\n"
+        f"    sys.stderr.write({refusal!r} + '\\n'); sys.exit(4)\n"
+        f"sys.stdout.write({json.dumps(BENCH)!r})\n"))  # fmt: skip
+    result = run_module(policy_bench, {"venv": str(venv), "release_dir": str(release(tmp_path)),
+                                       "rate_hz": 100, "save_fact": False})  # fmt: skip
+    assert "failed" not in result, result
+    assert result["live_refused"] == refusal and result["cmd"][1] == "bench"
+    assert result["ansible_facts"]["policy_bench"]["source"] == "bench"
+
+
+def test_auto_keeps_any_other_window_refusal(run_module, tmp_path: Path, systemctl) -> None:
+    """A restart inside the window (exit 2) is a failure under auto too, never a reason to bench."""
+    systemctl("4242")
+    venv = fake_venv(tmp_path, "", rc=2, stderr="jetpolicy window: the runner restarted within the window")
+    result = run_module(policy_bench, {"venv": str(venv), "release_dir": str(release(tmp_path)), "save_fact": False})
+    assert result["failed"] is True and result["rc"] == 2 and "live_refused" not in result

@@ -57,6 +57,18 @@ class WindowError(JetpolicyError):
     """The window cannot be measured, or what it measured is not one runner's own loop."""
 
 
+class NoLiveInputError(WindowError):
+    """The runner ran (almost) no inference in the window: it had no fresh observations to run on.
+
+    Its own exit code, so `policy_bench source=auto` can measure with a second process instead:
+    an idle robot (the only kind the deploy switches) with a live transport infers nothing.
+    """
+
+
+# `jetpolicy window`'s exit code for NoLiveInputError (module_utils/jetpolicy_bench.py NO_LIVE_INPUT_RC).
+NO_LIVE_INPUT_EXIT = 4
+
+
 # ---- Conditions the window ran under -------------------------------------------------------------
 
 
@@ -261,7 +273,7 @@ def window_result(
         )
     inferences = sum(delta.values())
     if inferences < min_ticks:
-        raise WindowError(
+        raise NoLiveInputError(
             f"only {inferences} of the window's {ticks} ticks ran the policy (the others had no fresh "
             f"observation: {deltas['stale_ticks']} stale ticks), at least {min_ticks} needed",
             f"feed the runner observations during the gate, {BENCH_FALLBACK}",
@@ -430,6 +442,9 @@ def window_command(args: argparse.Namespace) -> int:
             stale_after_s=args.stale_after,
             poll_s=args.poll,
         )
+    except NoLiveInputError as exc:
+        print(f"jetpolicy window: {exc}", file=sys.stderr)
+        return NO_LIVE_INPUT_EXIT
     except JetpolicyError as exc:
         print(f"jetpolicy window: {exc}", file=sys.stderr)
         return 2
