@@ -15,7 +15,13 @@ from jetpolicy.cli import main
 from jetpolicy.robot.runner import loop_metrics
 from jetpolicy.robot.stats import LatencyHistogram, bucket_edges_us
 from jetpolicy.robot.status import StatusWriter
-from jetpolicy.robot.window import NO_LIVE_INPUT_EXIT, ConditionSampler, NoLiveInputError, WindowError, measure_window
+from jetpolicy.robot.window import (
+    NO_LIVE_INPUT_EXIT,
+    ConditionSampler,
+    NoLiveInputError,
+    WindowError,
+    measure_window,
+)
 
 NOW = 1_700_000_000.0
 RELEASE = "3f2a9c1d0b7e4a55"
