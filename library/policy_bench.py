@@ -14,8 +14,8 @@ short_description: Measure the deployed policy's in-loop timing and keep it as a
 version_added: "0.1.0"
 description:
   - With O(source=auto) (the default), measures live, and with bench when the live runner ran no
-    inference in the window (C(jetpolicy window) exit 4: no fresh observations, as on an idle robot
-    with a live transport); C(live_refused) then says why.
+    inference in the window (C(jetpolicy window) exits 4 when it had no fresh observations, as on an
+    idle robot with a live transport); C(live_refused) then says why.
   - With O(source=live), runs C(<venv>/bin/jetpolicy window --status FILE --duration S
     --pid PID [--release ID]), which reads the running service's own in-loop statistics between two
     of its status writes O(duration_s) apart, the PID being the unit's C(MainPID) (C(systemctl show)). Nothing else
