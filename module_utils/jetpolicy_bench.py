@@ -17,7 +17,9 @@ __all__ = [
     "NO_LIVE_INPUT_RC",
     "SOURCES",
     "WINDOW_KEYS",
-    "bench_command",
+    "bench_instance",
+    "bench_result_files",
+    "bench_unit",
     "fact_content",
     "parse_bench_output",
     "parse_main_pid",
@@ -25,8 +27,8 @@ __all__ = [
     "window_command",
 ]
 
-# live: the running service's own statistics over a window (`jetpolicy window`); bench: a second
-# process running the policy in its own loop (`jetpolicy bench`).
+# live: the running service's own statistics over a window (`jetpolicy window`); bench: the
+# policy in its own loop (`jetpolicy bench`), run by the runner's bench unit as the runner runs.
 SOURCES = ("auto", "live", "bench")
 # `jetpolicy window` exits with this when the runner ran no inference in the window (no fresh
 # observations: an idle robot with a live transport); source=auto then measures with bench.
@@ -39,23 +41,22 @@ WINDOW_KEYS = ("source", "backend", "rate_hz", "ticks", "inference_us", "deadlin
                "overruns", "pid", "release", "window_s")
 
 
-def bench_command(
-    jetpolicy: str,
-    release_dir: str,
-    rate_hz: float | None = None,
-    duration_s: float | None = None,
-    backend: str = "auto",
-    engine: str | None = None,
-) -> list[str]:
-    cmd = [jetpolicy, "bench", "--release", release_dir]
-    if rate_hz is not None:
-        cmd += ["--rate-hz", f"{rate_hz:g}"]
-    if duration_s is not None:
-        cmd += ["--duration-s", f"{duration_s:g}"]
-    cmd += ["--backend", backend]
-    if engine:
-        cmd += ["--engine", engine]
-    return cmd
+def bench_instance(duration_s: float) -> str:
+    """The bench unit's instance for a run of ``duration_s``: the unit reads its duration from it."""
+    if not duration_s > 0:
+        raise ValueError("duration_s must be > 0, not {:g}".format(duration_s))
+    return "{:g}".format(duration_s)
+
+
+def bench_unit(unit_name: str, duration_s: float) -> str:
+    """``jetpolicy-runner-bench`` and 5 -> ``jetpolicy-runner-bench@5.service``."""
+    return "{}@{}.service".format(unit_name, bench_instance(duration_s))
+
+
+def bench_result_files(results_dir: str, duration_s: float) -> tuple[str, str]:
+    """Where the bench unit's StandardOutput= and StandardError= write (its template says so)."""
+    instance = bench_instance(duration_s)
+    return (os.path.join(results_dir, instance + ".json"), os.path.join(results_dir, instance + ".stderr"))
 
 
 def window_command(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +73,39 @@ def test_cli_prints_json_on_stdout_and_progress_on_stderr(example_release: Path)
     result = json.loads(done.stdout)
     assert result["rate_hz"] == 100.0  # the example manifest's control rate
     assert "100.0%" in done.stderr
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jetpolicy.cli", "bench", *args],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_config_gives_the_runners_settings(example_release: Path, tmp_path: Path) -> None:
+    """--config (as the bench unit runs it): the runner's release (its `current` link, resolved),
+    rate and backend, its real-time settings applied after the warm-up; `process` is what the kernel
+    says about the process that measured."""
+    current = tmp_path / "current"
+    current.symlink_to(example_release)
+    config = tmp_path / "runner.json"
+    config.write_text(json.dumps({"release_dir": str(current), "backend": "onnxruntime", "rate_hz": 50,
+                                  "transport": {"kind": "synthetic"},
+                                  "realtime": {"gc_freeze": True, "mlockall": False}}))  # fmt: skip
+    done = run_cli("--config", str(config), "--duration-s", "0.3", "--warmup-s", "0.1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["rate_hz"] == 50.0 and result["backend"] == "onnxruntime"
+    assert result["release"] == example_release.resolve().name
+    assert [(step["setting"], step["applied"]) for step in result["realtime"]] == [("gc_freeze", True)]
+    process = result["process"]
+    assert isinstance(process["pid"], int) and process["pid"] != os.getpid()
+    assert process["user"] == pwd.getpwuid(os.getuid()).pw_name and process["scheduler"] == "SCHED_OTHER"
+    assert process["seccomp"] in ("off", "filter") and process["cpus"]
+    # An option given on the command line wins over the config's.
+    again = json.loads(run_cli("--config", str(config), "--rate-hz", "40", "--duration-s", "0.2",
+                               "--warmup-s", "0", "--quiet").stdout)  # fmt: skip
+    assert again["rate_hz"] == 40.0 and again["backend"] == "onnxruntime"
+
+
+def test_without_a_release_or_config_the_cause_is_named() -> None:
+    done = run_cli("--duration-s", "0.2")
+    assert done.returncode == 2 and "no release to benchmark" in done.stderr and "--config" in done.stderr

@@ -1,4 +1,6 @@
-"""policy_bench with a fake jetpolicy executable (and a fake systemctl for the live window)."""
+"""policy_bench with a fake jetpolicy executable and a fake systemctl: the live window (the unit's
+MainPID) and the bench unit (`systemctl start NAME@SECONDS.service`, which the fake runs as the
+unit template does: `jetpolicy bench --config ... --duration-s SECONDS`, stdout and stderr to files)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from moduletest import load_module, write_executable
 
 policy_bench = load_module("policy_bench")
 
-BENCH = {"backend": "onnxruntime", "rate_hz": 100, "ticks": 500,
+BENCH = {"release": "3f2a9c1d0b7e4a55", "backend": "onnxruntime", "rate_hz": 100, "ticks": 500,
          "inference_us": {"p50": 180, "p90": 210, "p99": 260, "max": 410},
          "period_error_us": {"p50": 12, "p99": 55, "max": 140}, "drift_pct": 0.01,
-         "deadline_miss_rate": 0.0, "overruns": 0}
+         "deadline_miss_rate": 0.0, "overruns": 0,
+         "process": {"user": "jetpolicy", "scheduler": "SCHED_FIFO", "priority": 80, "cpus": "3",
+                     "seccomp": "filter", "no_new_privs": True}}  # fmt: skip
 
 
 def fake_venv(tmp_path: Path, stdout: str, rc: int = 0, stderr: str = "progress 100%") -> Path:
@@ -34,66 +38,128 @@ def release(tmp_path: Path) -> Path:
     return tmp_path / "current"
 
 
-def test_bench_returns_fact_and_writes_file(run_module, tmp_path: Path) -> None:
-    """The bench JSON becomes ansible_facts.policy_bench and the .fact file; changed stays false."""
-    venv = fake_venv(tmp_path, json.dumps(BENCH) + "\n")
+@pytest.fixture
+def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fake systemctl first on PATH. `show --property=MainPID` prints `main_pid`, `LoadState` prints
+    `load_state`; `start NAME@S.service` runs <venv>/bin/jetpolicy as the bench unit's ExecStart with
+    its stdout and stderr in <results>/S.json and S.stderr, exit status its own. Each argv is kept."""
+
+    def install(main_pid: str = "4242", rc: int = 0, load_state: str = "loaded") -> Path:
+        bin_dir = tmp_path / "fakebin"
+        bin_dir.mkdir(exist_ok=True)
+        calls = tmp_path / "systemctl-calls.jsonl"
+        venv, results = tmp_path / "venv", tmp_path / "bench-results"
+        write_executable(bin_dir / "systemctl", (
+            "#!/usr/bin/env python3\nimport json, subprocess, sys\n"
+            f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+            "if sys.argv[1] == 'start':\n"
+            "    seconds = sys.argv[2].split('@', 1)[1][:-len('.service')]\n"
+            f"    with open({str(results)!r} + '/' + seconds + '.json', 'w') as out, "
+            f"open({str(results)!r} + '/' + seconds + '.stderr', 'w') as err:\n"
+            f"        sys.exit(subprocess.call([{str(venv / 'bin/jetpolicy')!r}, 'bench', '--config', "
+            "'/opt/jetpolicy/runner.json', '--duration-s', seconds, '--quiet'], stdout=out, stderr=err) and 3)\n"
+            "value = {'--property=MainPID': " + repr(main_pid) + ", '--property=LoadState': " + repr(load_state) + "}\n"
+            f"sys.stdout.write(value[sys.argv[2]] + '\\n')\nsys.exit({rc:d})\n"))
+        monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+        return calls
+
+    return install
+
+
+def calls_of(calls: Path) -> list[list[str]]:
+    return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def bench_args(tmp_path: Path, **extra: object) -> dict[str, object]:
+    return {"source": "bench", "release_dir": str(release(tmp_path)), "venv": str(tmp_path / "venv"),
+            "duration_s": 5, "bench_results_dir": str(tmp_path / "bench-results"), **extra}  # fmt: skip
+
+
+def test_bench_runs_the_bench_unit_and_keeps_its_result(run_module, tmp_path: Path, systemctl) -> None:
+    """source=bench starts NAME@5.service (never runs the policy itself); the unit's JSON becomes
+    ansible_facts.policy_bench and the .fact file; changed stays false."""
+    calls = systemctl()
+    fake_venv(tmp_path, json.dumps(BENCH) + "\n")
     fact = tmp_path / "facts.d/jetpolicy_bench.fact"
-    args = {"source": "bench", "release_dir": str(release(tmp_path)), "venv": str(venv), "rate_hz": 100,
-            "duration_s": 5,
-                "backend": "onnxruntime", "fact_path": str(fact)}
-    result = run_module(policy_bench, args)
+    result = run_module(policy_bench, bench_args(tmp_path, fact_path=str(fact)))
     assert "failed" not in result, result
+    assert calls_of(calls) == [["show", "--property=LoadState", "--value", "jetpolicy-runner-bench@5.service"],
+                               ["start", "jetpolicy-runner-bench@5.service"]]
+    assert result["bench_unit"] == "jetpolicy-runner-bench@5.service" and result["cmd"][1:] == calls_of(calls)[1]
+    # What the unit ran: the runner's config, the duration from the instance name.
+    argv = json.loads((tmp_path / "bench-args.json").read_text())
+    assert argv == ["bench", "--config", "/opt/jetpolicy/runner.json", "--duration-s", "5", "--quiet"]
     bench = result["ansible_facts"]["policy_bench"]
-    assert bench["deadline_miss_rate"] == 0.0 and bench["inference_us"]["p99"] == 260
+    assert bench["source"] == "bench" and bench["inference_us"]["p99"] == 260
+    assert bench["process"]["user"] == "jetpolicy" and bench["process"]["scheduler"] == "SCHED_FIFO"
     assert bench["release_id"] == "3f2a9c1d0b7e4a55" and bench["measured_at"].endswith("Z")
     assert result["changed"] is False and result["fact_written"] is True
     assert json.loads(fact.read_text()) == bench
-    argv = json.loads((tmp_path / "bench-args.json").read_text())
-    assert argv == ["bench", "--release", args["release_dir"], "--rate-hz", "100", "--duration-s", "5",
-                    "--backend", "onnxruntime"]
+    assert oct((tmp_path / "bench-results").stat().st_mode & 0o777) == "0o700"
 
 
-def test_engine_flag_passed(run_module, tmp_path: Path) -> None:
-    """--engine is passed for the tensorrt backend."""
-    venv = fake_venv(tmp_path, json.dumps(BENCH))
-    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)), "venv": str(venv),
-                                       "backend": "tensorrt",
-                                           "engine": "/opt/jetpolicy/engines/k.engine", "save_fact": False})
-    assert result["cmd"][-2:] == ["--engine", "/opt/jetpolicy/engines/k.engine"]
-    assert result["fact_written"] is False
+def test_a_previous_result_is_never_read_as_this_one(run_module, tmp_path: Path, systemctl) -> None:
+    """The unit's old output file is removed before the start: a bench that prints nothing fails."""
+    systemctl()
+    fake_venv(tmp_path, "")
+    (tmp_path / "bench-results").mkdir(mode=0o700)
+    (tmp_path / "bench-results/5.json").write_text(json.dumps(BENCH))
+    result = run_module(policy_bench, bench_args(tmp_path, save_fact=False))
+    assert result["failed"] is True and "printed no usable JSON" in result["msg"]
 
 
-def test_check_mode_skips(run_module, tmp_path: Path) -> None:
-    """Check mode does not run the benchmark and reports a skip reason."""
-    venv = fake_venv(tmp_path, json.dumps(BENCH))
-    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)),
-                                       "venv": str(venv), "fact_path": str(tmp_path / "f.fact")}, check_mode=True)
+def test_check_mode_skips(run_module, tmp_path: Path, systemctl) -> None:
+    """Check mode starts no unit and reports a skip reason."""
+    calls = systemctl()
+    fake_venv(tmp_path, json.dumps(BENCH))
+    result = run_module(policy_bench, bench_args(tmp_path, fact_path=str(tmp_path / "f.fact")), check_mode=True)
     assert result["skipped"] is True and "check mode" in result["msg"]
-    assert not (tmp_path / "bench-args.json").exists() and not (tmp_path / "f.fact").exists()
+    assert result["cmd"] == ["systemctl", "start", "jetpolicy-runner-bench@5.service"]
+    assert calls_of(calls) == [] and not (tmp_path / "f.fact").exists()
 
 
-def test_bench_failure_reports_rc_and_stderr(run_module, tmp_path: Path) -> None:
-    """A failing bench names the release, rc and the stderr tail."""
-    venv = fake_venv(tmp_path, "", rc=2, stderr="error: engine /x does not match this TensorRT")
-    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)),
-                                       "venv": str(venv), "fact_path": str(tmp_path / "f.fact")})
-    assert result["failed"] is True and result["rc"] == 2
-    assert "rc=2" in result["msg"] and "does not match" in result["msg"]
-    assert result["stderr_tail"] == ["error: engine /x does not match this TensorRT"]
+def test_bench_failure_reports_rc_and_the_units_stderr(run_module, tmp_path: Path, systemctl) -> None:
+    """A failing bench names the unit, the start's rc and the bench's own stderr tail."""
+    systemctl()
+    fake_venv(tmp_path, "", rc=2, stderr="jetpolicy bench: engine /x does not match this TensorRT")
+    result = run_module(policy_bench, bench_args(tmp_path, save_fact=False))
+    assert result["failed"] is True and result["rc"] == 3
+    assert result["msg"] == ("the bench unit jetpolicy-runner-bench@5.service failed (rc=3): "
+                             "jetpolicy bench: engine /x does not match this TensorRT")
+    assert result["stderr_tail"] == ["jetpolicy bench: engine /x does not match this TensorRT"]
 
 
-def test_bad_json_fails(run_module, tmp_path: Path) -> None:
+def test_bad_json_fails(run_module, tmp_path: Path, systemctl) -> None:
     """Output without the documented keys is a failure, not a fact."""
-    venv = fake_venv(tmp_path, '{"backend": "auto"}')
-    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)),
-                                       "venv": str(venv), "fact_path": str(tmp_path / "f.fact")})
+    systemctl()
+    fake_venv(tmp_path, '{"backend": "auto"}')
+    result = run_module(policy_bench, bench_args(tmp_path, save_fact=False))
     assert result["failed"] is True and "lacks" in result["msg"]
 
 
-def test_missing_executable_fails(run_module, tmp_path: Path) -> None:
+def test_a_bench_of_another_release_fails(run_module, tmp_path: Path, systemctl) -> None:
+    """The unit benchmarks what `current` points to when it starts: another release is refused."""
+    systemctl()
+    fake_venv(tmp_path, json.dumps(dict(BENCH, release="0000000000000000")))
+    result = run_module(policy_bench, bench_args(tmp_path, save_fact=False))
+    assert result["failed"] is True
+    assert "benchmarked release 0000000000000000, not 3f2a9c1d0b7e4a55" in result["msg"]
+
+
+def test_a_missing_bench_unit_is_named(run_module, tmp_path: Path, systemctl) -> None:
+    """A robot whose policy_service predates the bench unit: the cause and the fix, nothing started."""
+    calls = systemctl(load_state="not-found")
+    fake_venv(tmp_path, json.dumps(BENCH))
+    result = run_module(policy_bench, bench_args(tmp_path, save_fact=False))
+    assert result["failed"] is True
+    assert "bench unit jetpolicy-runner-bench@5.service is not installed (LoadState not-found)" in result["msg"]
+    assert [call[0] for call in calls_of(calls)] == ["show"]
+
+
+def test_live_needs_the_runtime(run_module, tmp_path: Path, systemctl) -> None:
     """A missing runtime is named."""
-    result = run_module(policy_bench, {"source": "bench", "release_dir": str(release(tmp_path)),
-                                       "venv": str(tmp_path / "none")})
+    systemctl()
+    result = run_module(policy_bench, {"source": "live", "release_id": "x", "venv": str(tmp_path / "none")})
     assert result["failed"] is True and "jetpolicy executable" in result["msg"]
 
 
@@ -104,24 +170,6 @@ WINDOW = {"source": "live runner", "backend": "onnxruntime", "rate_hz": 100.0, "
           "runner_pid": 4242, "runner_rss_mb": None, "thermal_c": None}}  # fmt: skip
 
 
-@pytest.fixture
-def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A fake systemctl first on PATH: prints `main_pid` for `show --property=MainPID`, records its argv."""
-
-    def install(main_pid: str = "4242", rc: int = 0) -> Path:
-        bin_dir = tmp_path / "fakebin"
-        bin_dir.mkdir(exist_ok=True)
-        args_file = tmp_path / "systemctl-args.json"
-        write_executable(bin_dir / "systemctl", (
-            "#!/usr/bin/env python3\nimport json, sys\n"
-            f"json.dump(sys.argv[1:], open({str(args_file)!r}, 'w'))\n"
-            f"sys.stdout.write({main_pid + chr(10)!r})\nsys.exit({rc:d})\n"))
-        monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-        return args_file
-
-    return install
-
-
 def test_live_source_measures_the_running_service(run_module, tmp_path: Path, systemctl) -> None:
     """source=live (the default) reads the unit's MainPID and runs `jetpolicy window` with it and
     the release; the window JSON becomes the same fact the judge reads."""
@@ -129,12 +177,10 @@ def test_live_source_measures_the_running_service(run_module, tmp_path: Path, sy
     venv = fake_venv(tmp_path, json.dumps(WINDOW) + "\n")
     fact = tmp_path / "facts.d/jetpolicy_bench.fact"
     result = run_module(policy_bench, {"release_id": "3f2a9c1d0b7e4a55", "venv": str(venv), "duration_s": 5,
-                                       "status_file": "/run/jetpolicy/status.json", "fact_path": str(fact),
-                                       "rate_hz": 100, "backend": "tensorrt"})  # fmt: skip
+                                       "status_file": "/run/jetpolicy/status.json", "fact_path": str(fact)})
     assert "failed" not in result, result
-    assert json.loads(systemctl_args.read_text()) == ["show", "--property=MainPID", "--value", "jetpolicy-runner"]
+    assert calls_of(systemctl_args) == [["show", "--property=MainPID", "--value", "jetpolicy-runner"]]
     argv = json.loads((tmp_path / "bench-args.json").read_text())
-    # rate_hz and backend are the bench's: the window measures what the service runs.
     assert argv == ["window", "--status", "/run/jetpolicy/status.json", "--duration", "5", "--pid", "4242",
                     "--release", "3f2a9c1d0b7e4a55"]  # fmt: skip
     assert result["cmd"][1:] == argv and result["main_pid"] == 4242 and result["changed"] is False
@@ -184,7 +230,7 @@ def test_live_window_json_must_be_a_window(run_module, tmp_path: Path, systemctl
     systemctl("4242")
     venv = fake_venv(tmp_path, json.dumps(BENCH))
     result = run_module(policy_bench, {"venv": str(venv), "save_fact": False})
-    assert result["failed"] is True and "lacks source, pid, release, window_s" in result["msg"]
+    assert result["failed"] is True and "lacks source, pid, window_s" in result["msg"]
 
 
 def test_live_check_mode_runs_nothing(run_module, tmp_path: Path, systemctl) -> None:
@@ -192,18 +238,18 @@ def test_live_check_mode_runs_nothing(run_module, tmp_path: Path, systemctl) -> 
     venv = fake_venv(tmp_path, json.dumps(WINDOW))
     result = run_module(policy_bench, {"venv": str(venv)}, check_mode=True)
     assert result["skipped"] is True and result["cmd"][1] == "window" and "--pid" not in result["cmd"]
-    assert not systemctl_args.exists() and not (tmp_path / "bench-args.json").exists()
+    assert calls_of(systemctl_args) == [] and not (tmp_path / "bench-args.json").exists()
 
 
-def test_bench_source_needs_release_dir(run_module, tmp_path: Path) -> None:
+def test_bench_source_needs_the_release_it_expects(run_module, tmp_path: Path) -> None:
     result = run_module(policy_bench, {"source": "bench", "venv": str(tmp_path)})
-    assert result["failed"] is True and "release_dir" in result["msg"]
+    assert result["failed"] is True and "release_dir, release_id" in result["msg"]
 
 
 def test_auto_benches_when_the_live_runner_ran_no_inference(run_module, tmp_path: Path, systemctl) -> None:
     """source=auto (the default): an idle robot's runner has no observations to infer on, so the
     window refuses with its own exit code and the release is measured by bench instead, saying why."""
-    systemctl("4242")
+    calls = systemctl("4242")
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     refusal = "jetpolicy window: only 0 of the window's 500 ticks ran the policy; fix: feed the runner"
@@ -212,10 +258,11 @@ def test_auto_benches_when_the_live_runner_ran_no_inference(run_module, tmp_path
         "if sys.argv[1] == 'window':\n"
         f"    sys.stderr.write({refusal!r} + '\\n'); sys.exit(4)\n"
         f"sys.stdout.write({json.dumps(BENCH)!r})\n"))  # fmt: skip
-    result = run_module(policy_bench, {"venv": str(venv), "release_dir": str(release(tmp_path)),
-                                       "rate_hz": 100, "save_fact": False})  # fmt: skip
+    result = run_module(policy_bench, {"venv": str(venv), "release_dir": str(release(tmp_path)), "duration_s": 5,
+                                       "bench_results_dir": str(tmp_path / "bench-results"), "save_fact": False})
     assert "failed" not in result, result
-    assert result["live_refused"] == refusal and result["cmd"][1] == "bench"
+    assert result["live_refused"] == refusal and result["cmd"][1:] == ["start", "jetpolicy-runner-bench@5.service"]
+    assert [call[0] for call in calls_of(calls)] == ["show", "show", "start"]
     assert result["ansible_facts"]["policy_bench"]["source"] == "bench"
 
 

@@ -58,6 +58,11 @@ RENDER_UNIT = """\
         src: {roles}/policy_service/templates/jetpolicy-runner.service.j2
         dest: "{{{{ unit_out }}}}"
         mode: "0644"
+    - name: Write the bench unit beside it
+      ansible.builtin.template:
+        src: {roles}/policy_service/templates/jetpolicy-bench@.service.j2
+        dest: "{{{{ unit_out | dirname }}}}/jetpolicy-runner-bench@.service"
+        mode: "0644"
 """
 
 # Every case: no capabilities, read-only system, hidden process tree and kernel logs, the filter.
@@ -150,6 +155,37 @@ def test_unit_exposure_is_at_most_two(units: dict[str, Path], case: str) -> None
     """Each rendered unit scores <= 2.0 with `systemd-analyze security` (3.2-3.5 before issue 15)."""
     score = exposure(units[case])
     assert score <= MAX_EXPOSURE, f"{case}: exposure {score}\n{units[case].read_text(encoding='utf-8')}"
+
+
+def execution_lines(unit: Path) -> list[str]:
+    """The [Service] lines from User= on, less the runner's own directories: the execution
+    environment both units share."""
+    rendered = lines(unit)
+    start = next(index for index, line in enumerate(rendered) if line.startswith("User="))
+    end = rendered.index("[Install]") if "[Install]" in rendered else len(rendered)
+    own = ("RuntimeDirectory=", "StateDirectory=")
+    return [line for line in rendered[start:end] if not line.startswith(own)]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bench_unit_runs_the_policy_as_the_runner_runs(units: dict[str, Path], case: str) -> None:
+    """The timing gate's bench unit: the runner's user, groups, scheduling, affinity, memory locking
+    and sandbox line for line, a oneshot of `jetpolicy bench` with the runner's config, its output in
+    root's result directory, and none of the runner's own directories (systemd empties a unit's
+    RuntimeDirectory when it stops: sharing /run/jetpolicy would remove the runner's status)."""
+    bench = units[case].with_name("jetpolicy-runner-bench@.service")
+    assert execution_lines(bench) == execution_lines(units[case])
+    rendered = lines(bench)
+    assert "Type=oneshot" in rendered
+    assert ("ExecStart=/opt/jetpolicy/runtime/current/bin/jetpolicy bench --config /opt/jetpolicy/runner.json "
+            "--duration-s %i --quiet") in rendered
+    assert "StandardOutput=file:/run/jetpolicy-bench/%i.json" in rendered
+    assert "StandardError=file:/run/jetpolicy-bench/%i.stderr" in rendered
+    unwanted = [key for key in ("RuntimeDirectory", "StateDirectory", "Restart", "WatchdogSec", "OnFailure")
+                if has_key(bench, key)]
+    assert not unwanted, f"{case} bench unit has {unwanted}"
+    score = exposure(bench) if shutil.which("systemd-analyze") else 0.0
+    assert score <= MAX_EXPOSURE, f"{case}: bench unit exposure {score}"
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -3,6 +3,11 @@
 A tight-loop benchmark reports warm-cache numbers a robot never sees; here every tick waits for
 its absolute release exactly like the service (same DeadlineScheduler, same ControlLoop), with
 synthetic observations, so inference times include the cold caches that sleeping causes.
+
+With `--config` it takes the runner's own configuration (release, backend, engine, rate, spin,
+real-time settings): the timing gate runs it so in the runner's bench unit, as the runner's user
+and under its scheduling, CPU affinity and sandbox. The result's `process` says what the kernel
+reports for the process that measured (user, scheduler, CPUs, seccomp), whoever started it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, TextIO
 
 from jetpolicy.common.errors import ConfigError, JetpolicyError
 from jetpolicy.robot.backends.base import BACKEND_KINDS
-from jetpolicy.robot.config import default_spin_us
+from jetpolicy.robot.config import RealtimeConfig, default_spin_us, engine_for_release, load_config
+from jetpolicy.robot.process_info import describe_process
+from jetpolicy.robot.realtime import apply_realtime
 from jetpolicy.robot.runner import ControlLoop, NullSink, loop_metrics
 from jetpolicy.robot.scheduler import DeadlineScheduler
 from jetpolicy.robot.sources import SyntheticSource
@@ -96,10 +103,12 @@ def run_bench(
     progress: Optional[TextIO] = None,
     now_ns: Callable[[], int] = time.monotonic_ns,
     sleep_s: Callable[[float], None] = time.sleep,
+    realtime: Optional[RealtimeConfig] = None,
 ) -> Dict[str, Any]:
     """Measure the policy in the control loop; returns the `jetpolicy bench` JSON document.
 
-    `now_ns`/`sleep_s` are the loop's clock (a fake one in tests, so tick counts are exact)."""
+    `now_ns`/`sleep_s` are the loop's clock (a fake one in tests, so tick counts are exact).
+    `realtime` (the runner's settings) is applied after the warm-up, where the runner applies it."""
     from jetpolicy.robot.policy import load_policy
 
     if duration_s <= 0 or warmup_s < 0:
@@ -119,6 +128,7 @@ def run_bench(
                 clock_ns=now_ns,
             )
             measure_loop(warm, warmup_s)
+        applied = apply_realtime(realtime) if realtime is not None else []
         policy.reset_state()
         loop = measured_loop(policy, rate, duration_s, spin_us, now_ns, sleep_s)
         measure_loop(
@@ -128,6 +138,7 @@ def run_bench(
     finally:
         policy.close()
     return {
+        "release": release_dir.resolve().name,
         "backend": policy.backend_name,
         "backend_reason": policy.backend_reason,
         "rate_hz": rate,
@@ -144,20 +155,38 @@ def run_bench(
         "overruns": metrics["overruns"],
         "skipped_periods": metrics["skipped_periods"],
         "measured_at": round(time.time(), 3),
+        "realtime": [result.to_dict() for result in applied],
+        "process": describe_process(),
+    }
+
+
+def _settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """run_bench's settings: the command line's, over the runner config's when --config is given."""
+    if args.config is None:
+        if args.release is None:
+            raise ConfigError("no release to benchmark", "give --release DIR or --config RUNNER_JSON")
+        return {"release_dir": args.release, "rate_hz": args.rate_hz, "backend": args.backend or "auto",
+                "engine": args.engine, "spin_us": args.spin_us, "realtime": None}  # fmt: skip
+    config = load_config(args.config)
+    # Resolved once, as the runner does: `current` may be switched while this runs.
+    release_dir = (args.release or config.release_dir).resolve()
+    return {
+        "release_dir": release_dir,
+        "rate_hz": args.rate_hz if args.rate_hz is not None else config.rate_hz,
+        "backend": args.backend or config.backend,
+        "engine": args.engine or engine_for_release(config.engine, release_dir),
+        "spin_us": args.spin_us if args.spin_us is not None else config.spin_us,
+        "realtime": config.realtime,
     }
 
 
 def bench_command(args: argparse.Namespace) -> int:
     try:
         result = run_bench(
-            args.release,
-            rate_hz=args.rate_hz,
             duration_s=args.duration_s,
-            backend=args.backend,
-            engine=args.engine,
             warmup_s=args.warmup_s,
-            spin_us=args.spin_us,
             progress=None if args.quiet else sys.stderr,
+            **_settings(args),
         )
     except JetpolicyError as exc:
         print(f"jetpolicy bench: {exc}", file=sys.stderr)
@@ -167,17 +196,24 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add `jetpolicy bench --release DIR [--rate-hz N] [--duration-s S] ...`."""
+    """Add `jetpolicy bench (--release DIR | --config RUNNER_JSON) [--rate-hz N] [--duration-s S] ...`."""
     parser = subparsers.add_parser(
         "bench", help="measure the policy inside the real-time loop (JSON on stdout)"
     )
     parser.add_argument(
-        "--release", type=Path, required=True, help="release dir with policy.onnx + policy.json"
+        "--release", type=Path, default=None, help="release dir with policy.onnx + policy.json"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the runner's config: its release, backend, engine, rate, spin and real-time settings "
+        "(each option given here wins)",
     )
     parser.add_argument("--rate-hz", type=float, default=None, help="loop rate (default: the manifest's)")
     parser.add_argument("--duration-s", type=float, default=10.0, help="measured time")
     parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured loop time first")
-    parser.add_argument("--backend", choices=BACKEND_KINDS, default="auto")
+    parser.add_argument("--backend", choices=BACKEND_KINDS, default=None, help="default: auto")
     parser.add_argument("--engine", type=Path, default=None, help="TensorRT engine file")
     parser.add_argument("--spin-us", type=int, default=None, help="busy-wait before each release (auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")

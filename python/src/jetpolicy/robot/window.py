@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from jetpolicy.common.errors import JetpolicyError
 from jetpolicy.robot.busy import DEFAULT_STALE_AFTER_S
 from jetpolicy.robot.health import loaded_release
+from jetpolicy.robot.process_info import describe_process
 from jetpolicy.robot.stats import histogram_percentiles_us
 from jetpolicy.robot.status import read_status
 
@@ -426,6 +427,8 @@ def measure_window(
     _refuse_unless_ours(second, "second", pid, expected_release)
     result = window_result(first, second, duration_s, min_ticks)
     result["conditions"] = sampler.summary()
+    if isinstance(pid, int):
+        result["process"] = describe_process(pid)
     result["measured_at"] = round(wall(), 3)
     return result
 
