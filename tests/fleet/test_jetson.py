@@ -9,8 +9,10 @@ there has no TensorRT, so it runs the policy on ONNX Runtime (aarch64 wheels) an
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fleetlib import Robot, ansible_playbook, make_policy, podman_exec, recap
@@ -19,6 +21,8 @@ pytestmark = [pytest.mark.fleet, pytest.mark.jetson]
 
 HOST = "sim-jetson-1"
 ENGINES = "/opt/jetpolicy/engines"
+# Where the jetson_clocks replay double keeps "locked"/"unlocked" (sim/l4t/recorded/README.md).
+SIM_CLOCKS = "/var/lib/jetpolicy-sim-l4t/jetson_clocks.state"
 
 
 def release_id(policy: Path) -> str:
@@ -161,3 +165,45 @@ def test_new_policy_gets_its_engine_and_rollback_brings_the_old_one_back(jetson:
     status = robot.status()
     assert status["state"] == "running" and status["pid"] == robot.main_pid()
     assert robot.history()[-1]["action"] == "rollback"
+
+
+def report_of(output: str) -> dict[str, Any]:
+    """The report.json of a deploy, from the report callback's last line."""
+    found = re.findall(r"jetpolicy report: (\S+/report\.md)", output)
+    assert found, output[-3000:]
+    report: dict[str, Any] = json.loads(Path(found[-1]).with_name("report.json").read_text())
+    return report
+
+
+def test_bench_gate_runs_in_the_runner_unit_at_pinned_clocks_and_restores_them(
+    jetson: dict[str, Path], first_deploy: str
+) -> None:
+    """policy_gate_timing_source=bench: the bench runs in the runner's bench unit, and the measured
+    process is the runner's kind (its user, scheduler and CPUs, no capabilities, no new privileges,
+    the seccomp filter), never a root process; the clocks were stored, pinned for the measurement
+    and restored (the replay double's state is the robot's unpinned one again), the store removed."""
+    unlocked = "jetpolicy-sim jetson_clocks state: unlocked\n"
+    podman_exec(HOST, "sh", "-c", f"mkdir -p {SIM_CLOCKS.rsplit('/', 1)[0]} && printf '{unlocked}' > {SIM_CLOCKS}")
+    robot = Robot(HOST)
+    target = release_id(jetson["b"]) if robot.current() != release_id(jetson["b"]) else release_id(jetson["a"])
+    policy = jetson["b"] if target == release_id(jetson["b"]) else jetson["a"]
+    report = report_of(deploy(policy, "-e", "policy_gate_timing_source=bench"))
+    assert robot.current() == target
+    (host,) = [entry for entry in report["hosts"] if entry["host"] == HOST]
+    bench = host["gates"]["timing"]["bench"]
+    assert bench["source"] == "bench" and bench["release"] == target, bench
+    process = bench["process"]
+    pid = robot.main_pid()
+    runner_policy = podman_exec(HOST, "python3", "-c", f"import os; print(os.sched_getscheduler({pid}))")
+    runner_cpus = podman_exec(HOST, "sh", "-c", f"grep '^Cpus_allowed_list:' /proc/{pid}/status | cut -f2")
+    assert process["user"] == "jetpolicy" and process["pid"] != pid, process
+    assert process["no_new_privs"] is True and process["seccomp"] == "filter", process
+    assert process["cap_effective"] == "0000000000000000", process
+    assert process["scheduler"] == {"0": "SCHED_OTHER", "1": "SCHED_FIFO"}[runner_policy], (process, runner_policy)
+    assert process["cpus"] == runner_cpus, (process, runner_cpus)
+    clocks = bench["clocks"]
+    assert clocks["locked"] is True and clocks["restored"] is True and clocks["simulated"] == "replay", clocks
+    assert clocks["show"]["soc_family"] == "tegra234", clocks
+    assert podman_exec(HOST, "cat", SIM_CLOCKS) == unlocked.strip()
+    store = "/var/lib/jetpolicy/clocks-before-measurement.conf"
+    assert podman_exec(HOST, "sh", "-c", f"test -e {store} && echo left || echo gone") == "gone"
