@@ -141,8 +141,10 @@ ansible_facts:
         - C(jetpolicy window) (O(source=live)) or C(jetpolicy bench) (O(source=bench)) JSON plus
           C(release_id), C(release_dir), C(measured_at) (UTC ISO 8601).
         - The window's C(source) is C(live runner), with C(pid), C(release), C(window_s), C(updated_at)
-          (start, end), the counters' differences and C(conditions) (CPU, the runner's RSS, thermal
-          zones); a bench's C(source) is C(bench).
+          (start, end), the counters' differences and C(conditions) (its C(source) C(tegrastats) on L4T or
+          C(proc); CPU, RAM, GPU, the runner's RSS, temperatures, rail power and a C(series) of at most 120
+          points; C(simulated=replay) on the sim L4T robot); a bench's C(source) is C(bench), with
+          C(conditions) too.
       returned: success
       type: dict
       sample:

@@ -14,6 +14,7 @@ import pytest
 from fakeclock import MS, FakeClock
 
 from jetpolicy.robot.bench import run_bench
+from jetpolicy.robot.conditions import ConditionSampler
 
 
 @pytest.mark.parametrize(
@@ -50,9 +51,28 @@ def test_run_bench_keys_and_values_on_a_fake_clock(
     assert result["drift_pct"] == pytest.approx(expected_drift, abs=0.01)
 
 
+def test_the_bench_json_carries_its_conditions(example_release: Path, tmp_path: Path) -> None:
+    """The sampler given is entered around the measured loop and sampled at its start and end (a
+    background thread samples between); its summary is the JSON's `conditions`."""
+    proc = tmp_path / "proc"
+    (proc / "77").mkdir(parents=True)
+    (proc / "77" / "status").write_text("VmRSS:\t  102400 kB\n")
+    (proc / "meminfo").write_text("MemTotal:  4096000 kB\nMemAvailable:  3072000 kB\n")
+    clock = FakeClock()
+    result = run_bench(example_release, rate_hz=200, duration_s=0.5, backend="onnxruntime", warmup_s=0,
+                       now_ns=clock.now_ns, sleep_s=clock.sleep_s,
+                       sampler=ConditionSampler(77, proc=proc, thermal=tmp_path / "none"))  # fmt: skip
+    conditions = result["conditions"]
+    assert conditions["source"] == "proc" and conditions["samples"] >= 2
+    assert conditions["runner_pid"] == 77 and conditions["runner_rss_mb"] == {"min": 100.0, "max": 100.0}
+    assert conditions["ram_used_mb"] == {"min": 1000.0, "max": 1000.0}
+    assert len(conditions["series"]) == conditions["samples"]
+
+
 def test_cli_prints_json_on_stdout_and_progress_on_stderr(example_release: Path) -> None:
-    """stdout is exactly one JSON document (the manifest rate is used); the progress bar goes to stderr."""
-    done = subprocess.run(
+    """stdout is exactly one JSON document (the manifest rate is used); the progress bar goes to
+    stderr; `--conditions proc` samples /proc with the bench's own pid as the runner's."""
+    process = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -64,15 +84,20 @@ def test_cli_prints_json_on_stdout_and_progress_on_stderr(example_release: Path)
             "0.5",
             "--warmup-s",
             "0",
+            "--conditions",
+            "proc",
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
     )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    result = json.loads(stdout)
     assert result["rate_hz"] == 100.0  # the example manifest's control rate
-    assert "100.0%" in done.stderr
+    assert "100.0%" in stderr
+    assert result["conditions"]["source"] == "proc" and result["conditions"]["runner_pid"] == process.pid
+    assert result["conditions"]["runner_rss_mb"]["min"] > 0
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ from jetpolicy.cli import main
 from jetpolicy.common.errors import JetpolicyError
 from jetpolicy.controller.record import HostRecord, PlatformInfo, RecordError, Rollback, load_host_record
 from jetpolicy.controller.report import read_summary, render_report
+from jetpolicy.controller.report_plot import conditions_lines
 
 TARGET = "8620dd26fec5b69b"
 
@@ -101,6 +102,9 @@ def test_promoted_fleet_is_ok(tmp_path: Path) -> None:
     assert json.loads(summary.paths["json"].read_text(encoding="utf-8"))["ok"] is True
     png = summary.paths["latency"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    # No host sampled conditions: conditions.png is still written (it says so).
+    assert summary.paths["conditions"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](conditions.png)" in md
 
 
 def test_rolled_back_host_is_not_ok_with_one_line_reason(tmp_path: Path) -> None:
@@ -550,3 +554,99 @@ def test_timing_conditions_are_shown_key_by_key_and_kept_in_report_json(tmp_path
     assert other and not [line for line in other if "timing conditions" in line]
     entry = json.loads(summary.paths["json"].read_text(encoding="utf-8"))["hosts"][0]
     assert entry["gates"]["timing"]["bench"]["conditions"] == conditions
+
+
+# What `jetpolicy window` writes on the sim L4T robot: tegrastats is its replay double.
+REPLAY_CONDITIONS = {
+    "source": "tegrastats", "samples": 3, "unparsed_lines": 0, "interval_ms": 500,
+    "cpu_percent": {"mean": 2.2, "max": 2.2}, "ram_used_mb": {"min": 13123.0, "max": 13123.0},
+    "gpu_percent": {"min": 0.0, "max": 0.0}, "runner_pid": 4242,
+    "runner_rss_mb": {"min": 200.0, "max": 200.0},
+    "thermal_c": {"tj": {"type": "tj", "min": 48.156, "max": 48.156}},
+    "power_mw": {"VDD_GPU_SOC": {"min": 3193.0, "max": 3193.0}},
+    "series": [{"t": 0.0, "cpu_percent": 2.2, "ram_used_mb": 13123.0, "temp_max_c": 48.156},
+               {"t": 0.5, "cpu_percent": 2.2, "ram_used_mb": 13123.0, "temp_max_c": 48.156}],
+    "simulated": "replay", "note": "the figures are a recording of another machine",
+}  # fmt: skip
+PROC_CONDITIONS = {
+    "source": "proc", "samples": 2, "cpu_percent": {"mean": 30.0, "max": 50.0},
+    "ram_used_mb": {"min": 2000.0, "max": 2050.0}, "gpu_percent": None, "runner_pid": 7,
+    "runner_rss_mb": None, "thermal_c": None,
+    "series": [{"t": 0.0, "cpu_percent": None, "ram_used_mb": 2000.0, "temp_max_c": None},
+               {"t": 0.25, "cpu_percent": 50.0, "ram_used_mb": 2050.0, "temp_max_c": None}],
+}  # fmt: skip
+
+
+def test_the_conditions_source_ram_and_gpu_are_shown_and_a_replay_is_marked(tmp_path: Path) -> None:
+    """The host section names where the conditions were sampled, marks a replay's figures as not
+    this robot's, shows RAM and GPU; the series is plotted, not put in the table."""
+    sim = record("sim-jetson-1", is_l4t=True, simulated="replay")
+    sim["gates"]["timing"]["bench"]["conditions"] = REPLAY_CONDITIONS
+    x86 = record("sim-x86-1")
+    x86["gates"]["timing"]["bench"]["conditions"] = PROC_CONDITIONS
+    summary = render_report(write(tmp_path / "run", sim, x86))
+    lines = summary.markdown.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("### sim-jetson-1"))
+    section = lines[start : lines.index("### sim-x86-1")]
+    assert ("| timing conditions: source | tegrastats (simulated: replay: the figures are a recording of "
+            "another machine) |") in section  # fmt: skip
+    assert "| timing conditions: ram_used_mb.max | 13123.0 |" in section
+    assert "| timing conditions: gpu_percent.min | 0.0 |" in section
+    assert "| timing conditions: power_mw.VDD_GPU_SOC.max | 3193.0 |" in section
+    assert not [line for line in section if "series" in line or "conditions: note" in line]
+    x86_section = lines[lines.index("### sim-x86-1") :]
+    assert "| timing conditions: source | proc |" in x86_section
+    assert "| timing conditions: gpu_percent | — |" in x86_section
+    png = summary.paths["conditions"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    entry = json.loads(summary.paths["json"].read_text(encoding="utf-8"))["hosts"][0]
+    assert entry["gates"]["timing"]["bench"]["conditions"]["series"] == REPLAY_CONDITIONS["series"]
+
+
+def test_the_conditions_plot_has_one_labelled_line_per_sampled_host() -> None:
+    """A host whose record or conditions are a replay is labelled (simulated); a host without a
+    series has no line; a point without the value is left out of that panel."""
+    sim = record("sim-jetson-1", simulated="replay")
+    sim["gates"]["timing"]["bench"]["conditions"] = REPLAY_CONDITIONS
+    replay_only = record("orin-7")
+    replay_only["gates"]["timing"]["bench"]["conditions"] = {**REPLAY_CONDITIONS}
+    x86 = record("sim-x86-1")
+    x86["gates"]["timing"]["bench"]["conditions"] = PROC_CONDITIONS
+    lines = conditions_lines([(r["host"], r) for r in (sim, replay_only, x86, record("orin-8"))])
+    assert [label for label, _, _ in lines] == ["sim-jetson-1 (simulated)", "orin-7 (simulated)", "sim-x86-1"]
+    assert lines[2][1] == [(0.25, 50.0)] and lines[2][2] == []
+    assert lines[0][2] == [(0.0, 48.156), (0.5, 48.156)]
+
+
+def test_the_measured_process_and_the_pinned_clocks_are_shown(tmp_path: Path) -> None:
+    """A bench run in the runner's bench unit on the sim L4T robot (the values of a real run there):
+    the process as the kernel reported it, and the clocks pinned, restored and marked as a replay;
+    a host whose record has neither gets neither row."""
+    sim = record("sim-jetson-1", is_l4t=True, simulated="replay")
+    sim["gates"]["timing"]["bench"]["process"] = {
+        "pid": 4705, "user": "jetpolicy", "uid": 997, "scheduler": "SCHED_OTHER", "priority": 0,
+        "cpus": "0-1",
+        "no_new_privs": True, "seccomp": "filter", "cap_effective": "0000000000000000", "locked_kb": 0,
+    }  # fmt: skip
+    sim["gates"]["timing"]["bench"]["clocks"] = {
+        "locked": True, "store_kept": False, "restored": True, "simulated": "replay",
+        "show": {"soc_family": "tegra234", "all_pinned": False, "domains": {}},
+    }  # fmt: skip
+    summary = render_report(write(tmp_path / "run", sim, record("sim-x86-1")))
+    lines = summary.markdown.read_text(encoding="utf-8").splitlines()
+    section = lines[lines.index("### sim-jetson-1 (simulated: replay: its numbers are not Jetson figures)") :
+                    lines.index("### sim-x86-1")]  # fmt: skip
+    assert ("| timing measured by | jetpolicy (pid 4705), SCHED_OTHER 0, CPUs 0-1, seccomp filter, "
+            "no new privileges, no capabilities |") in section  # fmt: skip
+    assert ("| timing clocks | pinned by jetson_clocks, restored after; --show: every domain at min = max: "
+            "no (simulated: replay: the replay double's --show is a recording) |") in section  # fmt: skip
+    other = lines[lines.index("### sim-x86-1") :]
+    assert not [line for line in other if "timing measured by" in line or "timing clocks" in line]
+
+
+def test_clocks_left_pinned_are_said_so(tmp_path: Path) -> None:
+    rec = record("orin-7", is_l4t=True)
+    rec["gates"]["timing"]["bench"]["clocks"] = {"locked": True, "restored": False, "store_kept": True}
+    lines = render_report(write(tmp_path / "run", rec)).markdown.read_text(encoding="utf-8").splitlines()
+    assert ("| timing clocks | pinned by jetson_clocks, NOT restored; the stored state was an earlier run's "
+            "that never restored |") in lines

@@ -35,6 +35,7 @@ from jetpolicy.controller.report import read_summary
 from jetpolicy.robot import config as runner_config
 from jetpolicy.robot import releases
 from jetpolicy.robot.backends.base import BACKEND_KINDS
+from jetpolicy.robot.conditions import SERIES_POINTS, ConditionSampler, TegrastatsSampler
 from jetpolicy.robot.hold import Hold
 from jetpolicy.robot.miss_policy import MISS_STATES
 from jetpolicy.robot.runner import loop_metrics
@@ -113,6 +114,9 @@ def test_schemas_and_code_name_the_same_fields_and_choices() -> None:
     assert _enum("host-record", "properties", "verdict") == list(RECORD_VERDICTS)
     assert _props("host-record", "$defs", "rollback") == sorted(Rollback.KEYS)
     assert _props("host-record", "$defs", "platformInfo") == sorted(PlatformInfo.KEYS)
+    conditions = _documents()["host-record"]["$defs"]["conditions"]["properties"]
+    assert conditions["source"]["enum"] == [TegrastatsSampler.source, ConditionSampler.source]
+    assert conditions["series"]["maxItems"] == SERIES_POINTS
     entry = _documents()["rollout-report"]["$defs"]["hostEntry"]
     assert entry["properties"]["verdict"]["enum"] == list(OUTCOME_VERDICTS)
     assert sorted(entry["properties"]) == sorted({*HostRecord.field_names(), "why", "stats"})
@@ -187,7 +191,11 @@ def _record() -> Dict[str, Any]:
         {"host": "jetson-1", "verdict": "rolled_back", "platform": "orin", "is_l4t": True,
          "gates": {"health": {"status": "passed", "reasons": [], "ticks_per_s": 100.0},
                    "timing": {"status": "failed", "reasons": ["slow"], "latency_p99_us": 900,
-                              "bench": {"a": 1}},
+                              "bench": {"a": 1, "conditions": {
+                                  "source": "tegrastats", "samples": 2, "simulated": "replay", "note": "x",
+                                  "ram_used_mb": {"min": 1.0, "max": 2.0},
+                                  "series": [{"t": 0.0, "cpu_percent": None, "ram_used_mb": 1.0,
+                                              "temp_max_c": 40.5}]}}},
                    "parity": {"status": "skipped", "cases": 32, "finite": True}},
          "rollback": {"performed": True, "reason": "slow", "from": "b", "to": "a", "health_after": {}},
          "platform_info": {"jetpack": "6.1", "l4t": "36.4.0", "tensorrt": "10.3.0", "power_mode": "MAXN",

@@ -241,38 +241,6 @@ def test_a_just_started_runner_gets_its_warmup_ticks_first(tmp_path: Path) -> No
     assert result["ticks"] == 500
 
 
-def test_conditions_are_sampled_from_proc_and_sys(tmp_path: Path) -> None:
-    """CPU from /proc/stat deltas, the runner's RSS, each thermal zone's min/max; a zone whose
-    temp cannot be read is null, not a crash."""
-    sampler = fake_tree(tmp_path)
-    sampler.sample()
-    (tmp_path / "proc/stat").write_text("cpu  150 0 150 900 0 0 0 0 0 0\n")  # 100 busy of 200
-    (tmp_path / "thermal/thermal_zone0/temp").write_text("43000\n")
-    sampler.sample()
-    (tmp_path / "proc/stat").write_text("cpu  160 0 160 1080 0 0 0 0 0 0\n")  # 20 busy of 200
-    (tmp_path / "proc/4242/status").write_text("VmRSS:\t  215040 kB\n")
-    sampler.sample()
-    assert sampler.summary() == {
-        "samples": 3,
-        "cpu_percent": {"mean": 30.0, "max": 50.0},
-        "runner_pid": 4242,
-        "runner_rss_mb": {"min": 200.0, "max": 210.0},
-        "thermal_c": {
-            "thermal_zone0": {"type": "CPU-therm", "min": 41.5, "max": 43.0},
-            "thermal_zone1": {"type": "GPU-therm", "min": None, "max": None},
-        },
-    }
-
-
-def test_conditions_without_proc_or_thermal_zones_are_null(tmp_path: Path) -> None:
-    """A container without thermal zones (or /proc entries for the pid): every reading is null."""
-    sampler = ConditionSampler(None, proc=tmp_path / "no-proc", thermal=tmp_path / "no-sys")
-    sampler.sample()
-    sampler.sample()
-    assert sampler.summary() == {"samples": 2, "cpu_percent": None, "runner_pid": None,
-                                 "runner_rss_mb": None, "thermal_c": None}  # fmt: skip
-
-
 def test_the_window_in_the_result_carries_the_conditions(tmp_path: Path) -> None:
     runner = FakeRunner(tmp_path / "status.json")
     result = window(tmp_path, runner, sampler=fake_tree(tmp_path))
@@ -280,6 +248,39 @@ def test_the_window_in_the_result_carries_the_conditions(tmp_path: Path) -> None
     assert conditions["samples"] == 21  # one before the wait, one after each 0.25 s poll
     assert conditions["runner_rss_mb"] == {"min": 200.0, "max": 200.0}
     assert conditions["thermal_c"]["thermal_zone0"]["max"] == 41.5
+    assert conditions["source"] == "proc" and len(conditions["series"]) == 21
+
+
+class RecordingSampler(ConditionSampler):
+    """A /proc sampler that records when it is entered and left."""
+
+    def __init__(self, pid: Optional[int], tmp_path: Path) -> None:
+        super().__init__(pid, proc=tmp_path / "none", thermal=tmp_path / "none")
+        self.events: List[str] = []
+
+    def __enter__(self) -> RecordingSampler:
+        self.events.append("enter")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.events.append("exit")
+
+
+def test_the_sampler_is_made_for_the_runner_pid_and_left_when_the_window_is_refused(tmp_path: Path) -> None:
+    """make_sampler gets the pid of the status (the service's runner), and the sampler (a
+    tegrastats process on L4T) is left even when the window is refused mid-way."""
+    made: List[RecordingSampler] = []
+
+    def make(pid: Optional[int]) -> RecordingSampler:
+        made.append(RecordingSampler(pid, tmp_path))
+        return made[-1]
+
+    clock = FakeTime(FakeRunner(tmp_path / "status.json", events={4: "restart"}))
+    with pytest.raises(WindowError, match="restarted within the window"):
+        measure_window(tmp_path / "status.json", 5.0, make_sampler=make, wall=clock.wall,
+                       monotonic=clock.monotonic, sleep=clock.sleep)  # fmt: skip
+    assert [(s.pid, s.events) for s in made] == [(4242, ["enter", "exit"])]
+    assert made[0].samples > 0
 
 
 def test_the_cli_refuses_with_exit_2_and_a_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

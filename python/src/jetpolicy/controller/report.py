@@ -1,4 +1,5 @@
-"""The rollout report: per-host records in, one verdict plus report.json, report.md and latency.png out.
+"""The rollout report: per-host records in, one verdict plus report.json, report.md, latency.png and
+conditions.png out.
 
 During a rollout every host writes `<report_dir>/hosts/<host>.json`; the `jetpolicy_report` callback
 adds `run.json` (playbook, limit, wall time, per-host play stats). A host that shows up in the stats
@@ -327,19 +328,83 @@ def _flatten(value: Any, prefix: str) -> List[Tuple[str, str]]:
     return [(prefix, value if isinstance(value, str) else json.dumps(value))]
 
 
+# Condition keys not shown as rows of their own: the series is plotted (conditions.png), the
+# replay mark (and its note) go on the source row.
+_CONDITIONS_NOT_ROWS = ("series", "simulated", "source")
+
+
+def _conditions_source_cell(conditions: Dict[str, Any]) -> Optional[str]:
+    """`tegrastats` / `proc`, with a replay double's mark: its figures are a recording's."""
+    source = conditions.get("source")
+    simulated = conditions.get("simulated")
+    if source is None and simulated is None:
+        return None  # a window from before the source was recorded
+    cell = str(source or NO_MARK)
+    if simulated:
+        why = conditions.get("note") or "the figures are a recording's, not this robot's"
+        cell += f" (simulated: {simulated}: {why})"
+    return cell
+
+
 def _conditions_rows(gate: Optional[TimingGate]) -> List[Tuple[str, str]]:
-    """The timing gate's measurement conditions (`bench.conditions`: load, memory, temperatures
-    over the gate window), each key with its value whatever the keys are."""
+    """The timing gate's measurement conditions (`bench.conditions`: load, memory, GPU,
+    temperatures, rail power over the gate window): where they were sampled (tegrastats or
+    /proc), then each key with its value whatever the keys are."""
     if gate is None or "conditions" not in gate.bench:
         return []
     conditions = gate.bench["conditions"]
     if isinstance(conditions, dict) and conditions:
-        return [
+        source = _conditions_source_cell(conditions)
+        rows = [("timing conditions: source", source)] if source is not None else []
+        folded = (*_CONDITIONS_NOT_ROWS, "note") if conditions.get("simulated") else _CONDITIONS_NOT_ROWS
+        return rows + [
             (f"timing conditions: {key}", value)
             for name, item in conditions.items()
+            if name not in folded
             for key, value in _flatten(item, str(name))
         ]
     return _flatten(conditions, "timing conditions")
+
+
+def _process_cell(process: Any) -> Optional[str]:
+    """What the kernel said about the measured process: the runner's kind or not, at a glance."""
+    if not isinstance(process, dict):
+        return None
+    parts = [f"{process.get('user') or NO_MARK} (pid {process.get('pid', NO_MARK)})",
+             f"{process.get('scheduler') or NO_MARK} {process.get('priority', '')}".strip(),
+             f"CPUs {process.get('cpus') or NO_MARK}",
+             f"seccomp {process.get('seccomp') or NO_MARK}"]  # fmt: skip
+    if process.get("no_new_privs"):
+        parts.append("no new privileges")
+    caps = process.get("cap_effective")
+    if isinstance(caps, str):
+        parts.append("no capabilities" if int(caps or "0", 16) == 0 else f"capabilities {caps}")
+    if process.get("locked_kb"):
+        parts.append(f"{process['locked_kb']} kB locked")
+    return ", ".join(parts)
+
+
+def _clocks_cell(clocks: Any) -> Optional[str]:
+    """jetson_clocks around the measurement (L4T): pinned, restored, and what --show said."""
+    if not isinstance(clocks, dict):
+        return None
+    done = "pinned by jetson_clocks" if clocks.get("locked") else "not pinned"
+    done += ", restored after" if clocks.get("restored") else ", NOT restored"
+    if clocks.get("store_kept"):
+        done += "; the stored state was an earlier run's that never restored"
+    show = clocks.get("show")
+    if isinstance(show, dict):
+        done += f"; --show: every domain at min = max: {'yes' if show.get('all_pinned') else 'no'}"
+    if clocks.get("simulated"):
+        done += f" (simulated: {clocks['simulated']}: the replay double's --show is a recording)"
+    return done
+
+
+def _measured_as_rows(gate: Optional[TimingGate]) -> List[Tuple[str, str]]:
+    if gate is None:
+        return []
+    rows = [("timing measured by", cell) for cell in [_process_cell(gate.bench.get("process"))] if cell]
+    return rows + [("timing clocks", cell) for cell in [_clocks_cell(gate.bench.get("clocks"))] if cell]
 
 
 def _host_section(outcome: HostOutcome) -> List[str]:
@@ -354,6 +419,7 @@ def _host_section(outcome: HostOutcome) -> List[str]:
         ("backend", str(record.backend or NO_MARK)),
         ("health", _health_cell(gates.health)),
         ("timing", _timing_cell(gates.timing)),
+        *_measured_as_rows(gates.timing),
         *_conditions_rows(gates.timing),
         ("parity", _parity_cell(gates.parity)),
         ("rollback", _rollback_cell(outcome.record)),
@@ -416,7 +482,8 @@ def _markdown(
             _rollback_cell(r),
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    lines += ["", "![in-loop latency per host](latency.png)", "", "## Hosts", ""]
+    lines += ["", "![in-loop latency per host](latency.png)", "",
+              "![CPU and temperature per host while timed](conditions.png)", "", "## Hosts", ""]  # fmt: skip
     for o in outcomes:
         lines += _host_section(o)
     return "\n".join(lines)
@@ -432,7 +499,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> ReportSummary:
-    """Read `hosts/*.json` (+ `run.json` unless `run` is given); write report.json, .md and latency.png."""
+    """Read `hosts/*.json` (+ `run.json` unless `run` is given); write report.json, .md and the plots."""
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         raise JetpolicyError(f"no report directory {report_dir}", "pass reports/<run_id> of a rollout")
@@ -474,9 +541,11 @@ def render_report(report_dir: Path, run: Optional[Dict[str, Any]] = None) -> Rep
         )
     _write_atomic(paths["json"], json.dumps(document, indent=2, sort_keys=True) + "\n")
     _write_atomic(paths["markdown"], _markdown(run_id, run, outcomes, ok, verdict, reason, policy) + "\n")
-    from jetpolicy.controller.report_plot import plot_latency  # matplotlib: controller only
+    from jetpolicy.controller.report_plot import plot_conditions, plot_latency  # matplotlib: controller only
 
-    plot_latency(paths["latency"], [(o.host, o.record.to_json() if o.record else {}) for o in outcomes])
+    host_records = [(o.host, o.record.to_json() if o.record else {}) for o in outcomes]
+    plot_latency(paths["latency"], host_records)
+    plot_conditions(paths["conditions"], host_records)
     hosts = {o.host: o.verdict for o in outcomes}
     return ReportSummary(ok, reason, verdict, run_id, hosts, paths, [str(exc) for exc in bad.values()])
 
@@ -486,6 +555,7 @@ def _paths(report_dir: Path) -> Dict[str, Path]:
         "json": report_dir / "report.json",
         "markdown": report_dir / "report.md",
         "latency": report_dir / "latency.png",
+        "conditions": report_dir / "conditions.png",
     }
 
 
@@ -538,7 +608,8 @@ def _summary(data: Dict[str, Any], source: str, report_dir: Path) -> ReportSumma
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "report", help="render a rollout's report (report.md, report.json, latency.png) from its host records"
+        "report", help="render a rollout's report (report.md, report.json, latency.png, conditions.png) from "
+        "its host records"
     )
     parser.add_argument("report_dir", type=Path, metavar="DIR", help="reports/<run_id> of a rollout")
     parser.set_defaults(handler=_main)

@@ -8,12 +8,16 @@ With `--config` it takes the runner's own configuration (release, backend, engin
 real-time settings): the timing gate runs it so in the runner's bench unit, as the runner's user
 and under its scheduling, CPU affinity and sandbox. The result's `process` says what the kernel
 reports for the process that measured (user, scheduler, CPUs, seccomp), whoever started it.
+
+While the measured loop runs, the conditions (jetpolicy.robot.conditions: tegrastats on L4T, /proc
+and thermal zones elsewhere) are sampled from a background thread into `conditions`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +25,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, TextIO
 
 from jetpolicy.common.errors import ConfigError, JetpolicyError
 from jetpolicy.robot.backends.base import BACKEND_KINDS
+from jetpolicy.robot.conditions import (
+    BackgroundSampling,
+    ConditionSource,
+    add_conditions_option,
+    select_sampler,
+)
 from jetpolicy.robot.config import RealtimeConfig, default_spin_us, engine_for_release, load_config
 from jetpolicy.robot.process_info import describe_process
 from jetpolicy.robot.realtime import apply_realtime
@@ -36,6 +46,8 @@ if TYPE_CHECKING:
 
 # The progress bar is redrawn only when this much time is left before the next release.
 _PROGRESS_SLACK_NS = 300_000
+# How often the conditions are sampled beside the loop: a few /proc reads, off the loop's thread.
+CONDITIONS_INTERVAL_S = 0.5
 
 
 def _progress(stream: TextIO, done_s: float, total_s: float, ticks: int) -> None:
@@ -104,11 +116,13 @@ def run_bench(
     now_ns: Callable[[], int] = time.monotonic_ns,
     sleep_s: Callable[[float], None] = time.sleep,
     realtime: Optional[RealtimeConfig] = None,
+    sampler: Optional[ConditionSource] = None,
 ) -> Dict[str, Any]:
     """Measure the policy in the control loop; returns the `jetpolicy bench` JSON document.
 
     `now_ns`/`sleep_s` are the loop's clock (a fake one in tests, so tick counts are exact).
-    `realtime` (the runner's settings) is applied after the warm-up, where the runner applies it."""
+    `realtime` (the runner's settings) is applied after the warm-up, where the runner applies it.
+    `sampler` samples the conditions of the measured loop (default: auto, this process's pid)."""
     from jetpolicy.robot.policy import load_policy
 
     if duration_s <= 0 or warmup_s < 0:
@@ -131,9 +145,11 @@ def run_bench(
         applied = apply_realtime(realtime) if realtime is not None else []
         policy.reset_state()
         loop = measured_loop(policy, rate, duration_s, spin_us, now_ns, sleep_s)
-        measure_loop(
-            loop, duration_s, progress, label=f"bench {release_dir} at {rate:g} Hz for {duration_s:g} s"
-        )
+        conditions = sampler if sampler is not None else select_sampler("auto", os.getpid())
+        with conditions, BackgroundSampling(conditions, CONDITIONS_INTERVAL_S):
+            measure_loop(
+                loop, duration_s, progress, label=f"bench {release_dir} at {rate:g} Hz for {duration_s:g} s"
+            )
         metrics = loop_metrics(loop)
     finally:
         policy.close()
@@ -154,6 +170,7 @@ def run_bench(
         "deadline_misses": metrics["deadline_misses"],
         "overruns": metrics["overruns"],
         "skipped_periods": metrics["skipped_periods"],
+        "conditions": conditions.summary(),
         "measured_at": round(time.time(), 3),
         "realtime": [result.to_dict() for result in applied],
         "process": describe_process(),
@@ -187,6 +204,7 @@ def bench_command(args: argparse.Namespace) -> int:
             warmup_s=args.warmup_s,
             progress=None if args.quiet else sys.stderr,
             **_settings(args),
+            sampler=select_sampler(args.conditions, os.getpid()),
         )
     except JetpolicyError as exc:
         print(f"jetpolicy bench: {exc}", file=sys.stderr)
@@ -217,4 +235,5 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--engine", type=Path, default=None, help="TensorRT engine file")
     parser.add_argument("--spin-us", type=int, default=None, help="busy-wait before each release (auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    add_conditions_option(parser)
     parser.set_defaults(handler=bench_command)

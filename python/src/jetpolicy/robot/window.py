@@ -10,7 +10,8 @@ It prints one JSON object shaped like `jetpolicy bench`'s where the gate and the
 (`inference_us`, `deadline_miss_rate`, `backend`, `ticks`, `rate_hz`), and refuses (exit 2, cause
 and fix on stderr) a window it cannot vouch for: no or a stale status, another process than the
 one expected or one that restarted inside the window, another release, too few ticks. While it
-waits it samples the conditions the window ran under (CPU use, the runner's RSS, temperatures).
+waits it samples the conditions the window ran under (jetpolicy.robot.conditions: tegrastats on
+L4T, /proc and thermal zones elsewhere).
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from jetpolicy.common.errors import JetpolicyError
 from jetpolicy.robot.busy import DEFAULT_STALE_AFTER_S
+from jetpolicy.robot.conditions import (
+    ConditionSampler,
+    ConditionSource,
+    add_conditions_option,
+    select_sampler,
+)
 from jetpolicy.robot.health import loaded_release
 from jetpolicy.robot.process_info import describe_process
 from jetpolicy.robot.stats import histogram_percentiles_us
@@ -33,7 +40,7 @@ __all__ = [
     "DEFAULT_MIN_TICKS",
     "DEFAULT_WARMUP_TICKS",
     "SOURCE",
-    "ConditionSampler",
+    "ConditionSampler",  # re-exported: jetpolicy.robot.conditions is its home
     "WindowError",
     "histogram_delta",
     "measure_window",
@@ -68,138 +75,6 @@ class NoLiveInputError(WindowError):
 
 # `jetpolicy window`'s exit code for NoLiveInputError (module_utils/jetpolicy_bench.py NO_LIVE_INPUT_RC).
 NO_LIVE_INPUT_EXIT = 4
-
-
-# ---- Conditions the window ran under -------------------------------------------------------------
-
-
-def _read_text(path: Path) -> Optional[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-def read_cpu_times(proc: Path) -> Optional[Tuple[int, int]]:
-    """(busy, total) jiffies of all CPUs from <proc>/stat; None when it cannot be read."""
-    text = _read_text(proc / "stat")
-    if text is None:
-        return None
-    for line in text.splitlines():
-        fields = line.split()
-        if fields and fields[0] == "cpu":
-            try:
-                values = [int(v) for v in fields[1:]]
-            except ValueError:
-                return None
-            if len(values) < 4:
-                return None
-            # guest and guest_nice are already counted in user and nice.
-            total = sum(values[:8])
-            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-            return total - idle, total
-    return None
-
-
-def read_rss_mb(proc: Path, pid: Optional[int]) -> Optional[float]:
-    """VmRSS of `pid` in MiB from <proc>/<pid>/status; None when unknown or unreadable."""
-    if pid is None:
-        return None
-    text = _read_text(proc / str(pid) / "status")
-    if text is None:
-        return None
-    for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            parts = line.split()
-            try:
-                return round(int(parts[1]) / 1024.0, 1) if len(parts) >= 2 else None
-            except ValueError:
-                return None
-    return None
-
-
-def read_thermal_c(thermal: Path) -> Dict[str, Tuple[Optional[str], Optional[float]]]:
-    """{zone: (type, degrees C)} for every thermal_zone* under `thermal`; a part that cannot be
-    read is None (a container may have no zones at all, or zones whose temp cannot be read)."""
-    zones: Dict[str, Tuple[Optional[str], Optional[float]]] = {}
-    try:
-        paths = sorted(thermal.glob("thermal_zone*"))
-    except OSError:
-        return zones
-    for zone in paths:
-        kind = _read_text(zone / "type")
-        raw = _read_text(zone / "temp")
-        try:
-            temp = round(int(raw.strip()) / 1000.0, 1) if raw is not None else None
-        except ValueError:
-            temp = None
-        zones[zone.name] = (kind.strip() if kind is not None else None, temp)
-    return zones
-
-
-class ConditionSampler:
-    """Samples CPU use, the runner's RSS and every thermal zone; `summary()` gives min/max per
-    reading, null for one never available. Paths are injectable (tests give fake trees)."""
-
-    def __init__(
-        self,
-        pid: Optional[int],
-        proc: Path = Path("/proc"),
-        thermal: Path = Path("/sys/class/thermal"),
-    ) -> None:
-        self.pid = pid
-        self.proc = proc
-        self.thermal = thermal
-        self.samples = 0
-        self._cpu: List[Tuple[int, int]] = []
-        self._rss: List[float] = []
-        self._zones: Dict[str, Dict[str, Any]] = {}
-
-    def sample(self) -> None:
-        self.samples += 1
-        cpu = read_cpu_times(self.proc)
-        if cpu is not None:
-            self._cpu.append(cpu)
-        rss = read_rss_mb(self.proc, self.pid)
-        if rss is not None:
-            self._rss.append(rss)
-        for name, (kind, temp) in read_thermal_c(self.thermal).items():
-            zone = self._zones.setdefault(name, {"type": None, "temps": []})
-            if kind is not None:
-                zone["type"] = kind
-            if temp is not None:
-                zone["temps"].append(temp)
-
-    def _cpu_percent(self) -> Optional[Dict[str, float]]:
-        intervals = [
-            (b1 - b0, t1 - t0) for (b0, t0), (b1, t1) in zip(self._cpu, self._cpu[1:]) if t1 > t0
-        ]
-        if not intervals:
-            return None
-        busy = sum(b for b, _ in intervals)
-        total = sum(t for _, t in intervals)
-        return {
-            "mean": round(100.0 * busy / total, 1),
-            "max": round(max(100.0 * b / t for b, t in intervals), 1),
-        }
-
-    def summary(self) -> Dict[str, Any]:
-        zones = {
-            name: {
-                "type": zone["type"],
-                "min": min(zone["temps"]) if zone["temps"] else None,
-                "max": max(zone["temps"]) if zone["temps"] else None,
-            }
-            for name, zone in sorted(self._zones.items())
-        }
-        return {
-            "samples": self.samples,
-            # All CPUs together, from /proc/stat deltas between samples.
-            "cpu_percent": self._cpu_percent(),
-            "runner_pid": self.pid,
-            "runner_rss_mb": {"min": min(self._rss), "max": max(self._rss)} if self._rss else None,
-            "thermal_c": zones or None,
-        }
 
 
 # ---- The two snapshots -------------------------------------------------------------------------
@@ -356,43 +231,19 @@ def _read_live(status_file: Path, wall_s: float, stale_after_s: float, what: str
     return status
 
 
-def measure_window(
+def _second_status(
     status_file: Path,
+    first: Mapping[str, Any],
     duration_s: float,
-    expected_pid: Optional[int] = None,
-    expected_release: Optional[str] = None,
-    warmup_ticks: int = DEFAULT_WARMUP_TICKS,
-    min_ticks: int = DEFAULT_MIN_TICKS,
-    stale_after_s: float = DEFAULT_STALE_AFTER_S,
-    poll_s: float = DEFAULT_POLL_S,
-    sampler: Optional[ConditionSampler] = None,
-    wall: Callable[[], float] = time.time,
-    monotonic: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    stale_after_s: float,
+    poll_s: float,
+    sampler: ConditionSource,
+    monotonic: Callable[[], float],
+    sleep: Callable[[float], None],
 ) -> Dict[str, Any]:
-    """Read the status, wait until a status written `duration_s` later appears, judge the two.
-
-    `wall` is the clock of the status's updated_at (staleness), `monotonic` the one the waits are
-    timed by; both and `sleep` are injectable so tests run on a fake clock with a fake writer."""
-    if not duration_s > 0:
-        raise WindowError(f"window duration {duration_s} s", "pass --duration > 0")
-    first = _read_live(status_file, wall(), stale_after_s, "first")
-    _refuse_unless_ours(first, "first", expected_pid, expected_release)
+    """Poll the status (sampling the conditions each time) until one written `duration_s` after
+    `first` appears; refuse a window in which the runner stopped, restarted or got stuck."""
     pid = first.get("pid")
-    sampler = sampler if sampler is not None else ConditionSampler(pid if isinstance(pid, int) else None)
-    rate = float(first.get("rate_hz") or 0.0)
-    # A runner that just started: let it run its first ticks before the window opens.
-    settle_until = monotonic() + stale_after_s + (warmup_ticks / rate if rate > 0 else 0.0)
-    while _count(first, "ticks") < warmup_ticks:
-        if monotonic() > settle_until:
-            raise WindowError(
-                f"the runner ran {_count(first, 'ticks')} of its {warmup_ticks} warm-up ticks in time",
-                "check the service ticks (jetpolicy health), or lower --warmup-ticks",
-            )
-        sleep(poll_s)
-        first = _read_live(status_file, wall(), stale_after_s, "first")
-        _refuse_unless_ours(first, "first", pid, expected_release)
-    _histogram(first, "first")  # a runtime without the histogram is refused before the wait
     started = monotonic()
     sampler.sample()
     while True:
@@ -416,17 +267,61 @@ def measure_window(
                 "measure again once the service runs steadily (journalctl -u jetpolicy-runner)",
             )
         if float(status["updated_at"]) - float(first["updated_at"]) >= duration_s:
-            second = status
-            break
+            return status
         if monotonic() - started > duration_s + stale_after_s:
             raise WindowError(
                 f"the runner status {status_file} was not rewritten for {stale_after_s:g} s within the "
                 "window: its loop is stuck or it writes no status",
                 "check the service (jetpolicy health, journalctl -u jetpolicy-runner)",
             )
+
+
+def measure_window(
+    status_file: Path,
+    duration_s: float,
+    expected_pid: Optional[int] = None,
+    expected_release: Optional[str] = None,
+    warmup_ticks: int = DEFAULT_WARMUP_TICKS,
+    min_ticks: int = DEFAULT_MIN_TICKS,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    poll_s: float = DEFAULT_POLL_S,
+    sampler: Optional[ConditionSource] = None,
+    make_sampler: Callable[[Optional[int]], ConditionSource] = ConditionSampler,
+    wall: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Dict[str, Any]:
+    """Read the status, wait until a status written `duration_s` later appears, judge the two.
+
+    `wall` is the clock of the status's updated_at (staleness), `monotonic` the one the waits are
+    timed by; both and `sleep` are injectable so tests run on a fake clock with a fake writer.
+    The conditions are sampled at each poll of the window by `sampler`, or by `make_sampler(the
+    runner's pid)`; it is stopped (a tegrastats process too) however the window ends."""
+    if not duration_s > 0:
+        raise WindowError(f"window duration {duration_s} s", "pass --duration > 0")
+    first = _read_live(status_file, wall(), stale_after_s, "first")
+    _refuse_unless_ours(first, "first", expected_pid, expected_release)
+    pid = first.get("pid")
+    rate = float(first.get("rate_hz") or 0.0)
+    # A runner that just started: let it run its first ticks before the window opens.
+    settle_until = monotonic() + stale_after_s + (warmup_ticks / rate if rate > 0 else 0.0)
+    while _count(first, "ticks") < warmup_ticks:
+        if monotonic() > settle_until:
+            raise WindowError(
+                f"the runner ran {_count(first, 'ticks')} of its {warmup_ticks} warm-up ticks in time",
+                "check the service ticks (jetpolicy health), or lower --warmup-ticks",
+            )
+        sleep(poll_s)
+        first = _read_live(status_file, wall(), stale_after_s, "first")
+        _refuse_unless_ours(first, "first", pid, expected_release)
+    _histogram(first, "first")  # a runtime without the histogram is refused before the wait
+    runner_pid = pid if isinstance(pid, int) else None
+    with sampler if sampler is not None else make_sampler(runner_pid) as conditions:
+        second = _second_status(status_file, first, duration_s, stale_after_s, poll_s, conditions,
+                                monotonic, sleep)  # fmt: skip
     _refuse_unless_ours(second, "second", pid, expected_release)
     result = window_result(first, second, duration_s, min_ticks)
-    result["conditions"] = sampler.summary()
+    result["conditions"] = conditions.summary()  # after the sampler stopped: all its lines read
     if isinstance(pid, int):
         result["process"] = describe_process(pid)
     result["measured_at"] = round(wall(), 3)
@@ -434,6 +329,9 @@ def measure_window(
 
 
 def window_command(args: argparse.Namespace) -> int:
+    def make_sampler(pid: Optional[int]) -> ConditionSource:
+        return select_sampler(args.conditions, pid)
+
     try:
         result = measure_window(
             args.status,
@@ -444,6 +342,7 @@ def window_command(args: argparse.Namespace) -> int:
             min_ticks=args.min_ticks,
             stale_after_s=args.stale_after,
             poll_s=args.poll,
+            make_sampler=make_sampler,
         )
     except NoLiveInputError as exc:
         print(f"jetpolicy window: {exc}", file=sys.stderr)
@@ -483,4 +382,5 @@ def register(subparsers: Any) -> None:
         "--poll", type=float, default=DEFAULT_POLL_S, metavar="SECONDS",
         help="how often the status and the conditions are read (default: %(default)s)",
     )  # fmt: skip
+    add_conditions_option(parser)
     parser.set_defaults(handler=window_command)
