@@ -9,13 +9,17 @@ there has no TensorRT, so it runs the policy on ONNX Runtime (aarch64 wheels) an
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetlib import Robot, ansible_playbook, make_policy, podman_exec, recap
+from fleetlib import REPO, VENV_BIN, Robot, ansible_playbook, fleet_env, make_policy, podman_exec, recap
 
 pytestmark = [pytest.mark.fleet, pytest.mark.jetson]
 
@@ -207,3 +211,57 @@ def test_bench_gate_runs_in_the_runner_unit_at_pinned_clocks_and_restores_them(
     assert podman_exec(HOST, "cat", SIM_CLOCKS) == unlocked.strip()
     store = "/var/lib/jetpolicy/clocks-before-measurement.conf"
     assert podman_exec(HOST, "sh", "-c", f"test -e {store} && echo left || echo gone") == "gone"
+
+
+GATE_TASK = "TASK [policy_gate : Measure the policy's in-loop timing]"
+
+
+def test_controller_killed_during_the_gate_then_rerun(jetson: dict[str, Path], first_deploy: str, tmp_path: Path) -> None:
+    """The controller is killed (SIGKILL) while the canary's timing gate measures: the runner runs the
+    new release, switched but never committed, and the clocks are still pinned with their stored
+    state waiting. The same deploy re-run gates the robot again (never "unchanged"), commits it, and
+    restores the clocks to what they were before the killed run, not to the pinned state it left."""
+    robot = Robot(HOST)
+    policy = make_policy(tmp_path / "c", "--seed", "63", "--rate-hz", "10")
+    target = release_id(policy)
+    unlocked = "jetpolicy-sim jetson_clocks state: unlocked"
+    podman_exec(HOST, "sh", "-c", f"printf '{unlocked}\\n' > {SIM_CLOCKS}")
+    # Unbuffered: the task line must reach the test when the task starts, not when the run ends.
+    env = {**fleet_env(), "JETPOLICY_RUN_ID": f"killed-at-gate-{int(time.time())}", "PYTHONUNBUFFERED": "1"}
+    argv = [str(VENV_BIN / "ansible-playbook"), "deploy.yml", "-l", "jetson_robots", "-e", f"jetpolicy_policy_dir={policy}"]
+    killed = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)  # fmt: skip
+    assert killed.stdout is not None
+    seen: list[str] = []
+    for line in killed.stdout:
+        seen.append(line)
+        if GATE_TASK in line:
+            break
+    else:
+        pytest.fail("the deploy ended before its timing gate:\n" + "".join(seen[-60:]))
+    time.sleep(4)  # inside the 10 s window, after the 2 s settle at pinned clocks
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+
+    store = "/var/lib/jetpolicy/clocks-before-measurement.conf"
+    status = robot.status()
+    loaded = status["loaded"]
+    assert isinstance(loaded, dict) and loaded["release"] == target, status
+    last = robot.history()[-1]
+    assert (last["action"], last["to"]) == ("switch", target), last
+    assert podman_exec(HOST, "cat", SIM_CLOCKS) == "jetpolicy-sim jetson_clocks state: locked"
+    assert podman_exec(HOST, "cat", store) == unlocked
+
+    report = report_of(deploy(policy))
+    (host,) = [entry for entry in report["hosts"] if entry["host"] == HOST]
+    assert host["verdict"] == "promoted", host
+    assert robot.current() == target
+    loaded = robot.status()["loaded"]
+    assert isinstance(loaded, dict) and loaded["release"] == target
+    last = robot.history()[-1]
+    assert (last["action"], last["to"]) == ("commit", target), last
+    clocks = host["gates"]["timing"]["bench"]["clocks"]
+    assert clocks["store_kept"] is True and clocks["restored"] is True, clocks
+    assert podman_exec(HOST, "cat", SIM_CLOCKS) == unlocked
+    assert podman_exec(HOST, "sh", "-c", f"test -e {store} && echo left || echo gone") == "gone"
+    assert podman_exec(HOST, "sh", "-c", "test -e /opt/jetpolicy/rollout.lock && echo left || echo gone") == "gone"
