@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from fake_proc import fake_proc_tree
 
 from jetpolicy.robot.conditions import (
     REPLAY_NOTE,
@@ -145,18 +146,8 @@ class FakeClock:
 
 
 def proc_tree(tmp_path: Path, pid: int = 4242) -> ConditionSampler:
-    """A /proc (stat, meminfo, the runner's status) and /sys/class/thermal with two zones, one
-    whose temp cannot be read; the sampler's clock is a FakeClock advanced by the test."""
-    proc, thermal = tmp_path / "proc", tmp_path / "thermal"
-    (proc / str(pid)).mkdir(parents=True)
-    (proc / "stat").write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n")
-    (proc / "meminfo").write_text("MemTotal:  8000000 kB\nMemFree:  1000000 kB\nMemAvailable:  5952000 kB\n")
-    (proc / str(pid) / "status").write_text("Name:\tjetpolicy\nVmRSS:\t  204800 kB\n")
-    for name, kind, temp in (("thermal_zone0", "CPU-therm", "41500"), ("thermal_zone1", "GPU-therm", None)):
-        (thermal / name).mkdir(parents=True)
-        (thermal / name / "type").write_text(kind + "\n")
-        if temp is not None:
-            (thermal / name / "temp").write_text(temp + "\n")
+    """A sampler over fake_proc_tree; its clock is a FakeClock advanced by the test."""
+    proc, thermal = fake_proc_tree(tmp_path, pid)
     return ConditionSampler(pid, proc=proc, thermal=thermal, monotonic=FakeClock())
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
+from fake_proc import fake_proc_tree
 
 from jetpolicy.cli import main
 from jetpolicy.robot.runner import loop_metrics
@@ -129,16 +130,8 @@ class FakeTime:
 
 
 def fake_tree(tmp_path: Path, pid: int = 4242) -> ConditionSampler:
-    """A /proc and /sys/class/thermal with two zones, one whose temp cannot be read."""
-    proc, thermal = tmp_path / "proc", tmp_path / "thermal"
-    (proc / str(pid)).mkdir(parents=True)
-    (proc / "stat").write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n")
-    (proc / str(pid) / "status").write_text("Name:\tjetpolicy\nVmRSS:\t  204800 kB\n")
-    for name, kind, temp in (("thermal_zone0", "CPU-therm", "41500"), ("thermal_zone1", "GPU-therm", None)):
-        (thermal / name).mkdir(parents=True)
-        (thermal / name / "type").write_text(kind + "\n")
-        if temp is not None:
-            (thermal / name / "temp").write_text(temp + "\n")
+    """A sampler over a fake /proc without meminfo and two thermal zones, one unreadable."""
+    proc, thermal = fake_proc_tree(tmp_path, pid, meminfo=False)
     return ConditionSampler(pid, proc=proc, thermal=thermal)
 
 
