@@ -116,10 +116,15 @@ def release_id(policy: Path) -> str:
 def rollout(policy: Path, *extra: str) -> tuple[int, str, str, dict[str, Any]]:
     """Run `jetpolicy rollout` on the x86 robots; return rc, stdout, stderr and the report JSON."""
     proc = run([str(VENV_BIN / "jetpolicy"), "rollout", "--limit", X86_ROBOTS, "--policy", str(policy), *extra])
-    match = re.findall(r"(\S+/reports/[^/\s]+)/report\.md", proc.stdout + proc.stderr)
-    assert match, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return proc.returncode, proc.stdout, proc.stderr, report_of(proc.stdout + proc.stderr)
+
+
+def report_of(output: str) -> dict[str, Any]:
+    """The report.json of the last report a run's output names (rollout, or the deploy's callback)."""
+    match = re.findall(r"(\S+/reports/[^/\s]+)/report\.md", output)
+    assert match, output[-5000:]
     report: dict[str, Any] = json.loads((Path(match[-1]) / "report.json").read_text())
-    return proc.returncode, proc.stdout, proc.stderr, report
+    return report
 
 
 def host_verdicts(report: dict[str, Any]) -> dict[str, str]:

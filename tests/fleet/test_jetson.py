@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fleetlib import REPO, VENV_BIN, Robot, ansible_playbook, fleet_env, make_policy, podman_exec, recap
+from fleetlib import (
+    REPO,
+    VENV_BIN,
+    Robot,
+    ansible_playbook,
+    fleet_env,
+    make_policy,
+    podman_exec,
+    recap,
+    report_of,
+)
 
 pytestmark = [pytest.mark.fleet, pytest.mark.jetson]
 
@@ -169,14 +177,6 @@ def test_new_policy_gets_its_engine_and_rollback_brings_the_old_one_back(jetson:
     status = robot.status()
     assert status["state"] == "running" and status["pid"] == robot.main_pid()
     assert robot.history()[-1]["action"] == "rollback"
-
-
-def report_of(output: str) -> dict[str, Any]:
-    """The report.json of a deploy, from the report callback's last line."""
-    found = re.findall(r"jetpolicy report: (\S+/report\.md)", output)
-    assert found, output[-3000:]
-    report: dict[str, Any] = json.loads(Path(found[-1]).with_name("report.json").read_text())
-    return report
 
 
 def test_bench_gate_runs_in_the_runner_unit_at_pinned_clocks_and_restores_them(
